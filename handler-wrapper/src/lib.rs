@@ -1,0 +1,1 @@
+//! AWS X-Ray tracing for Rust functions on `lambda_runtime`.
