@@ -1,1 +1,53 @@
-//! AWS X-Ray tracing for Rust functions on `lambda_runtime`.
+//! AWS X-Ray tracing for Rust functions on [`lambda_runtime`].
+//!
+//! Wrap the handler once and every invocation gets a `## <handler>` subsegment
+//! attached to the segment Lambda records for the function (`Tracing: Active`),
+//! with `ColdStart` and `Service` annotations, the response or error, and any
+//! subsegments, annotations and metadata your code adds:
+//!
+//! ```no_run
+//! use lambda_runtime::{service_fn, Error, LambdaEvent};
+//! use serde_json::Value;
+//!
+//! async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+//!     let order = lambda_xray::in_subsegment("load order", async {
+//!         lambda_xray::put_annotation("order_id", "o-123")?;
+//!         Ok::<_, Error>(event.payload)
+//!     })
+//!     .await?;
+//!     Ok(order)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Error> {
+//!     lambda_xray::run(service_fn(handler)).await
+//! }
+//! ```
+//!
+//! Nothing is recorded or sent for unsampled invocations (`Sampled=0`), but the
+//! decision is still available for propagation through
+//! [`current_trace_header`]. Tracing never changes what the handler returns.
+
+pub mod config;
+pub mod context;
+pub mod document;
+pub mod emitter;
+pub mod error;
+pub mod header;
+pub mod id;
+mod invocation;
+pub mod layer;
+pub mod subsegment;
+
+pub use config::{Config, ContextMissing};
+pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
+pub use document::{AnnotationValue, Document};
+pub use emitter::{Emitter, EmitterStats, Transport, UdpTransport};
+pub use error::TraceError;
+pub use header::{SamplingDecision, TraceHeader};
+pub use id::{EntityId, TraceId};
+pub use layer::{XRayLayer, XRayService, run};
+pub use subsegment::{
+    InSubsegment, Subsegment, begin_subsegment, in_subsegment, put_annotation, put_metadata, put_metadata_in, record_error, set_http_status,
+    trace, try_begin_subsegment,
+};

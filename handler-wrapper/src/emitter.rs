@@ -1,0 +1,519 @@
+//! Sending documents to the X-Ray daemon (or the extension) over UDP.
+//!
+//! One datagram = `{"format":"json","version":1}` + `\n` + one JSON document.
+//! Documents that would not fit in one datagram are split (children sent as
+//! their own documents), never truncated. Sending never blocks: the socket is
+//! non-blocking, and failures are counted, not returned to the handler.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::document::Document;
+
+/// Largest datagram sent, header included. The daemon reads 64 KiB; like the
+/// Java SDK we stay a little under.
+pub const MAX_DATAGRAM_BYTES: usize = 63 * 1024;
+
+/// The default daemon address outside Lambda.
+pub const DEFAULT_DAEMON_ADDRESS: &str = "127.0.0.1:2000";
+
+/// Where datagrams go. Implementations must not block.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one datagram.
+    fn send(&self, datagram: &[u8]) -> io::Result<()>;
+}
+
+/// A connected, non-blocking UDP socket.
+#[derive(Debug)]
+pub struct UdpTransport {
+    socket: UdpSocket,
+    target: SocketAddr,
+}
+
+impl UdpTransport {
+    /// Binds an ephemeral local port and connects it to `target`, so the kernel
+    /// reports "connection refused" when nothing listens there.
+    pub fn connect(target: SocketAddr) -> io::Result<Self> {
+        let local: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(target)?;
+        socket.set_nonblocking(true)?;
+        Ok(UdpTransport { socket, target })
+    }
+
+    /// The address datagrams go to.
+    pub fn target(&self) -> SocketAddr {
+        self.target
+    }
+}
+
+impl Transport for UdpTransport {
+    fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        self.socket.send(datagram).map(|_| ())
+    }
+}
+
+/// Parses `AWS_XRAY_DAEMON_ADDRESS`: `host:port`, or `tcp:host:port udp:host:port`
+/// in either order. Returns the UDP address.
+pub fn parse_daemon_address(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let udp = match parts.as_slice() {
+        [single] if !single.starts_with("tcp:") && !single.starts_with("udp:") => *single,
+        [a, b] => {
+            let mut udp = None;
+            let mut tcp = false;
+            for p in [a, b] {
+                if let Some(rest) = p.strip_prefix("udp:") {
+                    udp = Some(rest);
+                } else if p.starts_with("tcp:") {
+                    tcp = true;
+                }
+            }
+            match (udp, tcp) {
+                (Some(u), true) => u,
+                _ => return Err(format!("{s:?} must be host:port or \"tcp:host:port udp:host:port\"")),
+            }
+        }
+        _ => return Err(format!("{s:?} must be host:port or \"tcp:host:port udp:host:port\"")),
+    };
+    udp.to_socket_addrs()
+        .map_err(|e| format!("{udp:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{udp:?} resolves to no address"))
+}
+
+/// Counters kept by an [`Emitter`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EmitterStats {
+    /// Datagrams handed to the transport successfully.
+    pub datagrams_sent: u64,
+    /// Datagrams the transport refused (daemon or extension missing, buffer full...).
+    pub send_errors: u64,
+    /// Documents that were too big for one datagram and were split.
+    pub documents_split: u64,
+    /// Values (metadata, annotations...) removed because a single document could
+    /// not fit in a datagram even on its own.
+    pub values_dropped: u64,
+    /// Documents that could not be made to fit at all and were not sent.
+    pub documents_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    errors: AtomicU64,
+    split: AtomicU64,
+    values_dropped: AtomicU64,
+    docs_dropped: AtomicU64,
+}
+
+/// Serialises documents into datagrams and hands them to a [`Transport`].
+pub struct Emitter {
+    primary: Box<dyn Transport>,
+    /// Used once the primary (the extension) has refused a datagram.
+    fallback: Option<Box<dyn Transport>>,
+    use_fallback: AtomicBool,
+    counters: Counters,
+    max_datagram: usize,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct WireHeader {
+    format: &'static str,
+    version: u8,
+}
+
+#[derive(Serialize)]
+struct ControlMessage<'a> {
+    daemon_address: &'a str,
+}
+
+fn wire_header() -> &'static [u8] {
+    static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+    HEADER.get_or_init(|| {
+        let mut v = serde_json::to_vec(&WireHeader { format: "json", version: 1 }).unwrap_or_default();
+        v.push(b'\n');
+        v
+    })
+}
+
+/// The header line of the control datagram the extension understands.
+pub const CONTROL_FORMAT: &str = "lambda-xray-control";
+
+impl Emitter {
+    /// An emitter that sends through `transport`.
+    pub fn new(transport: impl Transport) -> Self {
+        Emitter {
+            primary: Box::new(transport),
+            fallback: None,
+            use_fallback: AtomicBool::new(false),
+            counters: Counters::default(),
+            max_datagram: MAX_DATAGRAM_BYTES,
+        }
+    }
+
+    /// Uses `fallback` once `primary` refuses a datagram (e.g. the extension died).
+    pub fn with_fallback(mut self, fallback: impl Transport) -> Self {
+        self.fallback = Some(Box::new(fallback));
+        self
+    }
+
+    /// Lowers the datagram size limit (tests).
+    pub fn with_max_datagram(mut self, bytes: usize) -> Self {
+        self.max_datagram = bytes.min(MAX_DATAGRAM_BYTES);
+        self
+    }
+
+    /// Builds the emitter `config` asks for: the extension if it is configured
+    /// or announces itself through its marker file, with the daemon as
+    /// fallback; otherwise the daemon. Bad addresses are logged and replaced by
+    /// the default.
+    pub fn from_config(config: &Config) -> Self {
+        let daemon = match config.daemon_address.as_deref().map(parse_daemon_address) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                tracing::error!(target: "lambda_xray", "AWS_XRAY_DAEMON_ADDRESS {e}; using {DEFAULT_DAEMON_ADDRESS}");
+                None
+            }
+        };
+        let daemon = daemon.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2000)));
+        let extension = config
+            .extension_address
+            .clone()
+            .or_else(|| std::fs::read_to_string(&config.extension_marker).ok())
+            .and_then(|a| match parse_daemon_address(&a) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    tracing::error!(target: "lambda_xray", "extension address {e}; sending to the daemon");
+                    None
+                }
+            });
+        let daemon_transport = UdpTransport::connect(daemon);
+        match (extension.map(UdpTransport::connect), daemon_transport) {
+            (Some(Ok(ext)), daemon) => {
+                let target = ext.target();
+                let mut emitter = Emitter::new(ext);
+                if let Ok(d) = daemon {
+                    emitter = emitter.with_fallback(d);
+                }
+                if let Some(addr) = config.daemon_address.as_deref() {
+                    emitter.send_control(addr);
+                }
+                tracing::debug!(target: "lambda_xray", "sending trace documents to the extension at {target}");
+                emitter
+            }
+            (_, Ok(d)) => Emitter::new(d),
+            (_, Err(e)) => {
+                tracing::error!(target: "lambda_xray", "cannot open a UDP socket ({e}); trace documents will be dropped");
+                Emitter::new(NullTransport)
+            }
+        }
+    }
+
+    /// Tells the extension where the daemon is.
+    fn send_control(&self, daemon_address: &str) {
+        let mut buf = serde_json::to_vec(&WireHeader { format: CONTROL_FORMAT, version: 1 }).unwrap_or_default();
+        buf.push(b'\n');
+        if serde_json::to_writer(&mut buf, &ControlMessage { daemon_address }).is_ok() {
+            self.send_datagram(&buf);
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> EmitterStats {
+        let c = &self.counters;
+        EmitterStats {
+            datagrams_sent: c.sent.load(Ordering::Relaxed),
+            send_errors: c.errors.load(Ordering::Relaxed),
+            documents_split: c.split.load(Ordering::Relaxed),
+            values_dropped: c.values_dropped.load(Ordering::Relaxed),
+            documents_dropped: c.docs_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send_datagram(&self, datagram: &[u8]) {
+        let result = match (&self.fallback, self.use_fallback.load(Ordering::Relaxed)) {
+            (Some(fb), true) => fb.send(datagram),
+            (fb, _) => match self.primary.send(datagram) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && fb.is_some() => {
+                    tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
+                    self.use_fallback.store(true, Ordering::Relaxed);
+                    fb.as_ref().map_or(Err(e), |fb| fb.send(datagram))
+                }
+                other => other,
+            },
+        };
+        match result {
+            Ok(()) => self.counters.sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    fn encode(doc: &Document, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        buf.extend_from_slice(wire_header());
+        serde_json::to_writer(&mut *buf, doc).is_ok()
+    }
+
+    /// Sends a document that stands on its own (`trace_id` set, and for
+    /// subsegments `type` and `parent_id`), splitting it if it is too big.
+    pub fn emit(&self, doc: Document) {
+        let mut buf = Vec::with_capacity(1024);
+        self.emit_with(doc, &mut buf);
+    }
+
+    fn emit_with(&self, mut doc: Document, buf: &mut Vec<u8>) {
+        if !Self::encode(&doc, buf) {
+            self.counters.docs_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if buf.len() <= self.max_datagram {
+            self.send_datagram(buf);
+            return;
+        }
+        self.counters.split.fetch_add(1, Ordering::Relaxed);
+        let children = std::mem::take(&mut doc.subsegments);
+        if !self.shrink_to_fit(&mut doc, buf) {
+            self.counters.docs_dropped.fetch_add(1, Ordering::Relaxed);
+            // The children can still go on their own.
+        }
+        let own = buf.len();
+        // `,"subsegments":[` + `]` around the kept children.
+        let mut budget = self.max_datagram.saturating_sub(own + 18);
+        let mut kept = Vec::new();
+        for child in children {
+            let size = serde_json::to_vec(&child).map(|v| v.len() + 1).unwrap_or(usize::MAX);
+            if size <= budget {
+                budget -= size;
+                kept.push(child);
+            } else {
+                let mut child = child;
+                child.trace_id = doc.trace_id.clone();
+                child.parent_id = Some(doc.id);
+                child.kind = Some("subsegment".to_owned());
+                self.emit_with(child, buf);
+            }
+        }
+        doc.subsegments = kept;
+        if Self::encode(&doc, buf) && buf.len() <= self.max_datagram {
+            self.send_datagram(buf);
+        } else {
+            self.counters.docs_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the biggest values from `doc` (no children) until it fits,
+    /// recording what was removed in `lambda_xray` metadata. Leaves the
+    /// encoding in `buf`. Returns false if it can't be made to fit.
+    fn shrink_to_fit(&self, doc: &mut Document, buf: &mut Vec<u8>) -> bool {
+        let mut removed: Vec<String> = Vec::new();
+        loop {
+            if !Self::encode(doc, buf) {
+                return false;
+            }
+            if buf.len() <= self.max_datagram.saturating_sub(512) {
+                break;
+            }
+            if let Some((ns, key, size)) = doc.metadata.remove_largest() {
+                removed.push(format!("metadata {ns}.{key} ({size} bytes)"));
+            } else if let Some(cause) = doc.cause.as_mut().and_then(|c| match c {
+                crate::document::Cause::Details(d) if d.exceptions.len() > 1 => Some(d),
+                _ => None,
+            }) {
+                cause.exceptions.truncate(1);
+                removed.push("cause exceptions after the first".to_owned());
+            } else if let Some(aws) = doc.aws.as_mut().filter(|a| !a.extra.is_empty()) {
+                aws.extra.clear();
+                removed.push("aws parameters".to_owned());
+            } else if !doc.annotations.is_empty() {
+                doc.annotations = Default::default();
+                removed.push("annotations".to_owned());
+            } else {
+                return false;
+            }
+            self.counters.values_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if !removed.is_empty() {
+            let note = serde_json::value::to_raw_value(&removed).ok();
+            let mut meta = std::mem::take(&mut doc.metadata);
+            if let Some(note) = note {
+                let _ = meta.insert("lambda_xray", "removed_to_fit_64KiB", note);
+            }
+            doc.metadata = meta;
+            return Self::encode(doc, buf) && buf.len() <= self.max_datagram;
+        }
+        true
+    }
+}
+
+/// A transport that drops everything (used when no socket can be opened).
+#[derive(Debug, Clone, Copy)]
+pub struct NullTransport;
+
+impl Transport for NullTransport {
+    fn send(&self, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::NotConnected, "no transport"))
+    }
+}
+
+static GLOBAL: OnceLock<std::sync::Arc<Emitter>> = OnceLock::new();
+
+/// The process-wide emitter, built from [`crate::config::global`] on first use.
+pub fn global() -> std::sync::Arc<Emitter> {
+    GLOBAL.get_or_init(|| std::sync::Arc::new(Emitter::from_config(crate::config::global()))).clone()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::id::{EntityId, TraceId};
+    use std::sync::{Arc, Mutex};
+
+    /// Keeps every datagram (shared with the invocation tests).
+    #[derive(Clone, Default)]
+    pub(crate) struct Capture(pub(crate) Arc<Mutex<Vec<Vec<u8>>>>);
+    impl Transport for Capture {
+        fn send(&self, d: &[u8]) -> io::Result<()> {
+            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(d.to_vec());
+            Ok(())
+        }
+    }
+    impl Capture {
+        pub(crate) fn documents(&self) -> Vec<serde_json::Value> {
+            let all = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+            all.iter()
+                .map(|d| {
+                    let text = std::str::from_utf8(d).unwrap_or("");
+                    let (header, body) = text.split_once('\n').unwrap_or(("", ""));
+                    assert_eq!(header, r#"{"format":"json","version":1}"#);
+                    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+                })
+                .collect()
+        }
+        pub(crate) fn sizes(&self) -> Vec<usize> {
+            self.0.lock().map(|v| v.iter().map(Vec::len).collect()).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn daemon_address_forms() {
+        assert_eq!(parse_daemon_address("127.0.0.1:2000"), Ok(SocketAddr::from(([127, 0, 0, 1], 2000))));
+        assert_eq!(parse_daemon_address("tcp:127.0.0.1:2000 udp:127.0.0.2:2001"), Ok(SocketAddr::from(([127, 0, 0, 2], 2001))));
+        assert_eq!(parse_daemon_address(" udp:127.0.0.2:2001 tcp:127.0.0.1:2000 "), Ok(SocketAddr::from(([127, 0, 0, 2], 2001))));
+        for bad in ["", "nonsense", "udp:127.0.0.1:2000", "127.0.0.1:99999", "tcp:1.2.3.4:1 tcp:1.2.3.4:2"] {
+            assert!(parse_daemon_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn doc_with_children(n: usize, meta_bytes: usize) -> Document {
+        let mut parent = Document::start("parent", EntityId::random(), 1.0);
+        parent.trace_id = Some(TraceId::new());
+        parent.parent_id = Some(EntityId::random());
+        parent.kind = Some("subsegment".into());
+        parent.end_time = Some(2.0);
+        for i in 0..n {
+            let mut c = Document::start(&format!("child{i}"), EntityId::random(), 1.1);
+            c.end_time = Some(1.2);
+            let blob = serde_json::value::to_raw_value(&"x".repeat(meta_bytes)).unwrap_or_default();
+            let _ = c.metadata.insert("app", "blob", blob);
+            parent.subsegments.push(c);
+        }
+        parent
+    }
+
+    #[test]
+    fn small_documents_go_out_whole() {
+        let cap = Capture::default();
+        let emitter = Emitter::new(cap.clone());
+        emitter.emit(doc_with_children(3, 10));
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["subsegments"].as_array().map(Vec::len), Some(3));
+        assert_eq!(emitter.stats().datagrams_sent, 1);
+    }
+
+    #[test]
+    fn oversized_documents_are_split_not_truncated() {
+        let cap = Capture::default();
+        let emitter = Emitter::new(cap.clone());
+        let parent = doc_with_children(10, 20_000);
+        let parent_id = parent.id;
+        emitter.emit(parent);
+        assert!(cap.sizes().iter().all(|&s| s <= MAX_DATAGRAM_BYTES), "{:?}", cap.sizes());
+        let docs = cap.documents();
+        // Every child arrives exactly once, embedded or on its own with the right parent.
+        let mut names: Vec<String> = Vec::new();
+        for d in &docs {
+            if d["name"] == "parent" {
+                for c in d["subsegments"].as_array().into_iter().flatten() {
+                    names.push(c["name"].as_str().unwrap_or("").to_owned());
+                }
+            } else {
+                assert_eq!(d["parent_id"], parent_id.to_string());
+                assert_eq!(d["type"], "subsegment");
+                names.push(d["name"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        names.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("child{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(docs.iter().filter(|d| d["name"] == "parent").count(), 1);
+        assert_eq!(emitter.stats().documents_split, 1);
+    }
+
+    #[test]
+    fn a_single_value_too_big_for_any_datagram_is_dropped_and_noted() {
+        let cap = Capture::default();
+        let emitter = Emitter::new(cap.clone());
+        let mut d = doc_with_children(0, 0);
+        let _ = d.metadata.insert("app", "huge", serde_json::value::to_raw_value(&"y".repeat(100_000)).unwrap_or_default());
+        let _ = d.metadata.insert("app", "small", serde_json::value::to_raw_value(&1).unwrap_or_default());
+        emitter.emit(d);
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["metadata"]["app"]["small"], 1);
+        assert!(docs[0]["metadata"]["app"].get("huge").is_none());
+        let note = docs[0]["metadata"]["lambda_xray"]["removed_to_fit_64KiB"][0].as_str().unwrap_or("");
+        assert!(note.contains("app.huge"), "{note}");
+        assert_eq!(emitter.stats().values_dropped, 1);
+    }
+
+    #[test]
+    fn extension_refusing_switches_to_the_fallback() -> io::Result<()> {
+        // A bound-then-closed port refuses connected UDP sends.
+        let closed = UdpSocket::bind("127.0.0.1:0")?;
+        let closed_addr = closed.local_addr()?;
+        drop(closed);
+        let daemon = UdpSocket::bind("127.0.0.1:0")?;
+        daemon.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let emitter = Emitter::new(UdpTransport::connect(closed_addr)?).with_fallback(UdpTransport::connect(daemon.local_addr()?)?);
+        let mut buf = [0u8; 65536];
+        let mut received = 0;
+        for _ in 0..5 {
+            emitter.emit(doc_with_children(0, 0));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        daemon.set_nonblocking(true)?;
+        while daemon.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+        // The first send may vanish (the refusal is reported on the next one);
+        // after that everything reaches the fallback.
+        assert!(received >= 3, "received {received}");
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! Trace and entity identifiers.
+//!
+//! Ids come from the thread-local ChaCha-based generator of `rand`: a few
+//! nanoseconds per id and not predictable from earlier ids, which matters
+//! because a guessable id lets a caller graft data onto someone else's trace.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 64-bit segment, subsegment or exception id, written as 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EntityId(u64);
+
+impl EntityId {
+    /// The all-zero id X-Ray SDKs give unsampled entities (see `AWS_XRAY_NOOP_ID`).
+    pub const NOOP: EntityId = EntityId(0);
+
+    /// A fresh random, non-zero id.
+    pub fn random() -> Self {
+        let mut rng = rand::rng();
+        loop {
+            let v: u64 = rng.random();
+            if v != 0 {
+                return EntityId(v);
+            }
+        }
+    }
+
+    /// Builds an id from its numeric value.
+    pub const fn from_u64(v: u64) -> Self {
+        EntityId(v)
+    }
+
+    /// The numeric value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Writes the 16 hex digits into a stack buffer (no allocation).
+    pub fn to_hex(self) -> [u8; 16] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityId({:016x})", self.0)
+    }
+}
+
+/// Error returned when a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidId;
+
+impl fmt::Display for InvalidId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a valid X-Ray id")
+    }
+}
+
+impl std::error::Error for InvalidId {}
+
+impl FromStr for EntityId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidId);
+        }
+        u64::from_str_radix(s, 16).map(EntityId).map_err(|_| InvalidId)
+    }
+}
+
+impl Serialize for EntityId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex = self.to_hex();
+        // The buffer only ever holds ASCII hex digits.
+        s.serialize_str(std::str::from_utf8(&hex).unwrap_or("0000000000000000"))
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An X-Ray trace id: `1-<8 hex digits of epoch seconds>-<24 hex digits of randomness>`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TraceId(Box<str>);
+
+impl TraceId {
+    /// A new trace id for the current time.
+    pub fn new() -> Self {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let random: u128 = rand::rng().random::<u128>() >> 32;
+        TraceId(format!("1-{:08x}-{:024x}", secs as u32, random).into_boxed_str())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `s` has the exact shape `1-XXXXXXXX-XXXXXXXXXXXXXXXXXXXXXXXX`.
+    pub fn is_valid(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 35
+            && b[0] == b'1'
+            && b[1] == b'-'
+            && b[10] == b'-'
+            && b[2..10].iter().all(u8::is_ascii_hexdigit)
+            && b[11..].iter().all(u8::is_ascii_hexdigit)
+    }
+}
+
+impl Default for TraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for TraceId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if Self::is_valid(s) {
+            Ok(TraceId(s.into()))
+        } else {
+            Err(InvalidId)
+        }
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({})", self.0)
+    }
+}
+
+impl Serialize for TraceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TraceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_ids_are_16_hex_and_distinct() {
+        let a = EntityId::random();
+        let b = EntityId::random();
+        assert_ne!(a, b);
+        let s = a.to_string();
+        assert_eq!(s.len(), 16);
+        assert_eq!(s.parse::<EntityId>(), Ok(a));
+        assert_eq!(std::str::from_utf8(&a.to_hex()).ok(), Some(s.as_str()));
+    }
+
+    #[test]
+    fn trace_ids_have_the_xray_shape() {
+        let t = TraceId::new();
+        assert!(TraceId::is_valid(t.as_str()), "{t}");
+        let epoch = u32::from_str_radix(&t.as_str()[2..10], 16).unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        assert!((now as i64 - epoch as i64).abs() < 5);
+        assert_ne!(TraceId::new(), t);
+    }
+
+    #[test]
+    fn bad_ids_are_rejected() {
+        for s in ["", "123", "zzzzzzzzzzzzzzzz", "0123456789abcdef0", "+123456789abcdef"] {
+            assert!(s.parse::<EntityId>().is_err(), "{s}");
+        }
+        for s in ["1-5759e988-bd862e3fe1be46a99427279", "2-5759e988-bd862e3fe1be46a994272793", "1-5759e98g-bd862e3fe1be46a994272793"] {
+            assert!(s.parse::<TraceId>().is_err(), "{s}");
+        }
+    }
+}

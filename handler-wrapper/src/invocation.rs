@@ -1,0 +1,337 @@
+//! One traced invocation: the subsegments recorded under the segment Lambda owns.
+//!
+//! Open subsegments live in a slab behind one mutex. A subsegment that ends is
+//! moved into its parent's `subsegments` (so a finished subtree goes out as one
+//! document), or sent as its own document when its parent is the Lambda
+//! segment or has already ended. An open parent whose completed children pass
+//! a count or size threshold streams them out as their own documents.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::document::Document;
+use crate::emitter::Emitter;
+use crate::header::{SamplingDecision, TraceHeader};
+use crate::id::{EntityId, TraceId};
+
+/// Current time as X-Ray wants it: epoch seconds with microsecond resolution.
+pub(crate) fn now_seconds() -> f64 {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    micros as f64 / 1e6
+}
+
+/// A handle on an open node; `gen` guards against a reused slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NodeRef {
+    idx: u32,
+    generation: u32,
+}
+
+struct OpenNode {
+    doc: Document,
+    /// `None`: child of the Lambda segment.
+    parent: Option<(NodeRef, EntityId)>,
+    completed_children: usize,
+    completed_bytes: usize,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    node: Option<OpenNode>,
+}
+
+#[derive(Default)]
+struct Tree {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Tree {
+    fn get_mut(&mut self, r: NodeRef) -> Option<&mut OpenNode> {
+        self.slots.get_mut(r.idx as usize).filter(|s| s.generation == r.generation).and_then(|s| s.node.as_mut())
+    }
+
+    fn insert(&mut self, node: OpenNode) -> NodeRef {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[idx as usize];
+        slot.node = Some(node);
+        NodeRef { idx, generation: slot.generation }
+    }
+
+    fn remove(&mut self, r: NodeRef) -> Option<OpenNode> {
+        let slot = self.slots.get_mut(r.idx as usize).filter(|s| s.generation == r.generation)?;
+        let node = slot.node.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(r.idx);
+        Some(node)
+    }
+}
+
+/// Rough serialised size of a finished document without its children; only
+/// used to decide when to stream (the emitter measures exactly).
+fn estimate_bytes(doc: &Document) -> usize {
+    let annotations: usize = doc
+        .annotations
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + 8
+                + match v {
+                    crate::document::AnnotationValue::String(s) => s.len() + 2,
+                    _ => 20,
+                }
+        })
+        .sum();
+    let extras = if doc.cause.is_some() || doc.http.is_some() || doc.aws.is_some() { 400 } else { 0 };
+    120 + doc.name.len() + annotations + doc.metadata.value_bytes() + extras
+}
+
+/// Stream thresholds for open subsegments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamLimits {
+    pub(crate) max_children: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// State of one sampled invocation.
+pub(crate) struct Invocation {
+    pub(crate) trace_id: TraceId,
+    /// Id of the Lambda-owned segment (the header's `Parent`).
+    pub(crate) segment_id: EntityId,
+    pub(crate) header: TraceHeader,
+    emitter: Arc<Emitter>,
+    limits: StreamLimits,
+    tree: Mutex<Tree>,
+    deadline_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Invocation {
+    pub(crate) fn new(header: TraceHeader, trace_id: TraceId, segment_id: EntityId, emitter: Arc<Emitter>, limits: StreamLimits) -> Arc<Self> {
+        Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, tree: Mutex::default(), deadline_task: Mutex::new(None) })
+    }
+
+    fn tree(&self) -> MutexGuard<'_, Tree> {
+        // A panic while holding the lock cannot leave the tree inconsistent in a
+        // way that matters more than losing the trace, so keep going.
+        self.tree.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The header to send downstream from `from` (the Lambda segment when `None`).
+    pub(crate) fn downstream_header(&self, from: Option<EntityId>) -> TraceHeader {
+        self.header.with_parent(from.unwrap_or(self.segment_id), SamplingDecision::Sampled)
+    }
+
+    /// Opens a subsegment under `parent` (the Lambda segment when `None`).
+    pub(crate) fn begin(&self, parent: Option<NodeRef>, name: &str) -> (NodeRef, EntityId) {
+        let id = EntityId::random();
+        let doc = Document::start(name, id, now_seconds());
+        let mut tree = self.tree();
+        let parent = parent.and_then(|p| tree.get_mut(p).map(|n| (p, n.doc.id)));
+        let r = tree.insert(OpenNode { doc, parent, completed_children: 0, completed_bytes: 0 });
+        (r, id)
+    }
+
+    /// Runs `f` on an open subsegment. Returns `None` if it has ended.
+    pub(crate) fn with_doc<T>(&self, r: NodeRef, f: impl FnOnce(&mut Document) -> T) -> Option<T> {
+        self.tree().get_mut(r).map(|n| f(&mut n.doc))
+    }
+
+    /// Ends a subsegment: hands it to its parent, or sends it.
+    pub(crate) fn end(&self, r: NodeRef) {
+        let end_time = now_seconds();
+        let mut outgoing: Vec<Document> = Vec::new();
+        {
+            let mut tree = self.tree();
+            let Some(mut node) = tree.remove(r) else { return };
+            node.doc.end_time = Some(end_time);
+            let bytes = estimate_bytes(&node.doc) + node.completed_bytes;
+            let limits = self.limits;
+            match node.parent.and_then(|(p, pid)| tree.get_mut(p).map(|n| (n, pid))) {
+                Some((parent, _)) => {
+                    parent.doc.subsegments.push(node.doc);
+                    parent.completed_children += 1;
+                    parent.completed_bytes += bytes;
+                    if parent.completed_children > limits.max_children || parent.completed_bytes > limits.max_bytes {
+                        let pid = parent.doc.id;
+                        parent.completed_children = 0;
+                        parent.completed_bytes = 0;
+                        for mut child in parent.doc.subsegments.drain(..) {
+                            self.make_standalone(&mut child, pid);
+                            outgoing.push(child);
+                        }
+                    }
+                }
+                None => {
+                    let pid = node.parent.map(|(_, id)| id).unwrap_or(self.segment_id);
+                    self.make_standalone(&mut node.doc, pid);
+                    outgoing.push(node.doc);
+                }
+            }
+        }
+        // Serialise and send outside the lock.
+        for doc in outgoing {
+            self.emitter.emit(doc);
+        }
+    }
+
+    fn make_standalone(&self, doc: &mut Document, parent_id: EntityId) {
+        doc.trace_id = Some(self.trace_id.clone());
+        doc.parent_id = Some(parent_id);
+        doc.kind = Some("subsegment".to_owned());
+    }
+
+    /// Sends everything recorded so far without waiting for it to end: completed
+    /// subsegments as their own documents, open ones as `in_progress`. Used
+    /// shortly before the deadline, so a function that times out still shows
+    /// its work. Open subsegments stay open and are sent again when they end.
+    pub(crate) fn flush_in_progress(&self) {
+        let mut outgoing: Vec<Document> = Vec::new();
+        {
+            let mut tree = self.tree();
+            let segment_id = self.segment_id;
+            for slot in tree.slots.iter_mut() {
+                let Some(node) = slot.node.as_mut() else { continue };
+                let pid = node.doc.id;
+                node.completed_children = 0;
+                node.completed_bytes = 0;
+                for mut child in node.doc.subsegments.drain(..) {
+                    self.make_standalone(&mut child, pid);
+                    outgoing.push(child);
+                }
+                let mut snapshot = node.doc.clone();
+                snapshot.in_progress = true;
+                self.make_standalone(&mut snapshot, node.parent.map(|(_, id)| id).unwrap_or(segment_id));
+                outgoing.push(snapshot);
+            }
+        }
+        for doc in outgoing {
+            self.emitter.emit(doc);
+        }
+    }
+
+    /// Arms the deadline flush: `margin` before `deadline`, flush what is there.
+    pub(crate) fn arm_deadline(self: &Arc<Self>, deadline: SystemTime, margin: Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(remaining) = deadline.duration_since(SystemTime::now()) else { return };
+        let wait = remaining.saturating_sub(margin);
+        let weak: Weak<Invocation> = Arc::downgrade(self);
+        let task = handle.spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(inv) = weak.upgrade() {
+                tracing::debug!(target: "lambda_xray", "invocation deadline is near: flushing trace documents");
+                inv.flush_in_progress();
+            }
+        });
+        if let Ok(mut slot) = self.deadline_task.lock() {
+            *slot = Some(task.abort_handle());
+        }
+    }
+
+    /// The handler has returned: the deadline flush is no longer needed.
+    pub(crate) fn disarm_deadline(&self) {
+        if let Some(task) = self.deadline_task.lock().ok().and_then(|mut s| s.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        self.disarm_deadline();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::tests::Capture;
+
+    fn invocation(limits: StreamLimits) -> (Arc<Invocation>, Capture) {
+        let cap = Capture::default();
+        let header = TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1").expect("valid");
+        let inv = Invocation::new(
+            header.clone(),
+            header.root().cloned().expect("root"),
+            header.parent().expect("parent"),
+            Arc::new(Emitter::new(cap.clone())),
+            limits,
+        );
+        (inv, cap)
+    }
+
+    const WIDE: StreamLimits = StreamLimits { max_children: 100, max_bytes: 60 * 1024 };
+
+    #[test]
+    fn a_closed_subtree_goes_out_as_one_document() {
+        let (inv, cap) = invocation(WIDE);
+        let (outer, outer_id) = inv.begin(None, "outer");
+        let (inner, _) = inv.begin(Some(outer), "inner");
+        inv.end(inner);
+        assert!(cap.documents().is_empty(), "nothing is sent while the parent is open");
+        inv.end(outer);
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["id"], outer_id.to_string());
+        assert_eq!(docs[0]["parent_id"], "53995c3f42cd8ad8");
+        assert_eq!(docs[0]["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(docs[0]["type"], "subsegment");
+        assert_eq!(docs[0]["subsegments"][0]["name"], "inner");
+        assert!(docs[0]["subsegments"][0].get("trace_id").is_none());
+    }
+
+    #[test]
+    fn many_children_are_streamed_past_the_threshold() {
+        let (inv, cap) = invocation(StreamLimits { max_children: 20, max_bytes: usize::MAX });
+        let (outer, outer_id) = inv.begin(None, "outer");
+        for i in 0..45 {
+            let (c, _) = inv.begin(Some(outer), &format!("c{i}"));
+            inv.end(c);
+        }
+        // Two batches of 21 went out while the parent was open.
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 42);
+        assert!(docs.iter().all(|d| d["parent_id"] == outer_id.to_string()));
+        inv.end(outer);
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 43);
+        assert_eq!(docs[42]["subsegments"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_child_outliving_its_parent_keeps_the_parent_id() {
+        let (inv, cap) = invocation(WIDE);
+        let (outer, outer_id) = inv.begin(None, "outer");
+        let (late, _) = inv.begin(Some(outer), "late");
+        inv.end(outer);
+        inv.end(late);
+        let docs = cap.documents();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1]["name"], "late");
+        assert_eq!(docs[1]["parent_id"], outer_id.to_string());
+    }
+
+    #[test]
+    fn deadline_flush_sends_completed_and_in_progress() {
+        let (inv, cap) = invocation(WIDE);
+        let (outer, outer_id) = inv.begin(None, "## handler");
+        let (done, _) = inv.begin(Some(outer), "done");
+        inv.end(done);
+        let (_running, _) = inv.begin(Some(outer), "running");
+        inv.flush_in_progress();
+        let docs = cap.documents();
+        let by_name = |n: &str| docs.iter().find(|d| d["name"] == n).cloned().unwrap_or_default();
+        assert_eq!(by_name("done")["parent_id"], outer_id.to_string());
+        assert!(by_name("done")["end_time"].is_number());
+        assert_eq!(by_name("## handler")["in_progress"], true);
+        assert!(by_name("## handler").get("end_time").is_none());
+        assert_eq!(by_name("running")["in_progress"], true);
+        assert_eq!(by_name("running")["parent_id"], outer_id.to_string());
+    }
+}

@@ -1,0 +1,287 @@
+//! The `tower` layer that traces each `lambda_runtime` invocation, and a
+//! one-line `run` replacement.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use tower::{Layer, Service};
+
+use crate::config::{self, Config};
+use crate::context::{Current, TraceContext};
+use crate::emitter::Emitter;
+use crate::subsegment::{Subsegment, begin_subsegment, error_type_name, record_panic};
+
+/// True until the first invocation of the process starts.
+static COLD_START: AtomicBool = AtomicBool::new(true);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    subsegment_name: String,
+    handler_name: String,
+    service: String,
+    capture_response: bool,
+    capture_error: bool,
+    config: Option<Config>,
+    emitter: Option<Arc<Emitter>>,
+}
+
+/// A [`tower::Layer`] that traces every invocation of the wrapped handler.
+///
+/// Per invocation it reads the trace header (from `Context::xray_trace_id`,
+/// falling back to `_X_AMZN_TRACE_ID`), opens a `## <handler>` subsegment under
+/// the segment Lambda records, annotates it with `ColdStart` and `Service`,
+/// captures the response or error as metadata, marks a handler error or panic
+/// as `fault`, and sends the finished subtree to the daemon before the
+/// response is returned. The handler's result is passed through unchanged,
+/// and a panic propagates exactly as it would without the layer.
+#[derive(Debug, Clone)]
+pub struct XRayLayer {
+    settings: Arc<Settings>,
+}
+
+impl Default for XRayLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl XRayLayer {
+    /// A layer configured from the environment (see the README).
+    pub fn new() -> Self {
+        let c = config::global();
+        XRayLayer {
+            settings: Arc::new(Settings {
+                subsegment_name: format!("## {}", c.handler_name),
+                handler_name: c.handler_name.clone(),
+                service: c.service_name.clone(),
+                capture_response: c.capture_response,
+                capture_error: c.capture_error,
+                config: None,
+                emitter: None,
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(Arc::make_mut(&mut self.settings));
+        self
+    }
+
+    /// Names the handler subsegment `## <name>`.
+    pub fn handler_name(self, name: &str) -> Self {
+        self.edit(|s| {
+            s.subsegment_name = format!("## {name}");
+            s.handler_name = name.to_owned();
+        })
+    }
+
+    /// Sets the `Service` annotation and metadata namespace.
+    pub fn service(self, name: &str) -> Self {
+        self.edit(|s| s.service = name.to_owned())
+    }
+
+    /// Whether to record the response as metadata.
+    pub fn capture_response(self, on: bool) -> Self {
+        self.edit(|s| s.capture_response = on)
+    }
+
+    /// Whether to record the error as metadata.
+    pub fn capture_error(self, on: bool) -> Self {
+        self.edit(|s| s.capture_error = on)
+    }
+
+    /// Uses these settings and this emitter instead of the process-wide ones
+    /// (tests, or sending somewhere else).
+    pub fn with_emitter(self, config: Config, emitter: Arc<Emitter>) -> Self {
+        self.edit(|s| {
+            s.config = Some(config);
+            s.emitter = Some(emitter);
+        })
+    }
+}
+
+impl<S> Layer<S> for XRayLayer {
+    type Service = XRayService<S>;
+    fn layer(&self, inner: S) -> XRayService<S> {
+        XRayService { inner, settings: self.settings.clone() }
+    }
+}
+
+/// The service [`XRayLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct XRayService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S, A, R> Service<LambdaEvent<A>> for XRayService<S>
+where
+    S: Service<LambdaEvent<A>, Response = R>,
+    S::Error: Debug + 'static,
+    R: Serialize,
+{
+    type Response = R;
+    type Error = S::Error;
+    type Future = TracedInvocation<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: LambdaEvent<A>) -> Self::Future {
+        let settings = self.settings.clone();
+        // The Context is per invocation (and the only source in concurrent
+        // mode); the environment variable is the fallback.
+        let header = event.context.xray_trace_id.clone().or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
+        let deadline = (event.context.deadline > 0).then(|| UNIX_EPOCH + Duration::from_millis(event.context.deadline));
+        let ctx = match (&settings.config, &settings.emitter) {
+            (Some(c), Some(e)) => TraceContext::for_invocation_with(header.as_deref(), deadline, c, e.clone()),
+            _ => TraceContext::for_invocation(header.as_deref(), deadline),
+        };
+        let cold_start = COLD_START.swap(false, Ordering::Relaxed);
+
+        let entered = ctx.enter();
+        let sub = begin_subsegment(&settings.subsegment_name);
+        if sub.is_sampled() {
+            let _ = sub.put_annotation("ColdStart", cold_start);
+            let _ = sub.put_annotation("Service", settings.service.as_str());
+        }
+        // Some services do work in `call` itself: run it under the subsegment.
+        let inner = self.inner.call(event);
+        let running = crate::context::current().0;
+        drop(entered);
+
+        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings, started: SystemTime::now() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one traced invocation.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct TracedInvocation<F> {
+        #[pin]
+        inner: F,
+        ctx: Current,
+        sub: Option<Subsegment>,
+        invocation: TraceContext,
+        settings: Arc<Settings>,
+        started: SystemTime,
+    }
+}
+
+impl<F> Debug for TracedInvocation<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedInvocation").field("started", &self.started).finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for TracedInvocation<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Debug + 'static,
+    R: Serialize,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let entered = TraceContext(std::mem::take(this.ctx)).enter();
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
+            *this.ctx = crate::context::current().0;
+            drop(entered);
+            polled
+        };
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => {
+                if let Some(sub) = this.sub.take() {
+                    record_outcome(&sub, this.settings, &result);
+                }
+                this.invocation.finish();
+                Poll::Ready(result)
+            }
+            Err(payload) => {
+                if let Some(sub) = this.sub.take() {
+                    record_panic(&sub, &*payload);
+                }
+                this.invocation.finish();
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+/// Records the response or the error on the handler subsegment.
+fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: &Settings, result: &Result<R, E>) {
+    if !sub.is_sampled() {
+        return;
+    }
+    match result {
+        Ok(response) => {
+            if settings.capture_response {
+                let key = format!("{} response", settings.handler_name);
+                if let Err(e) = sub.put_metadata_in(&settings.service, &key, response) {
+                    tracing::debug!(target: "lambda_xray", "response not captured: {e}");
+                }
+            }
+        }
+        Err(err) => {
+            let any: &dyn Any = err;
+            let message = if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
+                sub.record_dyn_error(boxed.as_ref());
+                boxed.to_string()
+            } else if let Some(d) = any.downcast_ref::<Diagnostic>() {
+                sub.record_failure(&d.error_type, &d.error_message);
+                d.error_message.clone()
+            } else if let Some(s) = any.downcast_ref::<String>() {
+                sub.record_failure("String", s);
+                s.clone()
+            } else if let Some(s) = any.downcast_ref::<&str>() {
+                sub.record_failure("str", s);
+                (*s).to_owned()
+            } else {
+                let message = format!("{err:?}");
+                sub.record_failure(&error_type_name::<E>(), &message);
+                message
+            };
+            if settings.capture_error {
+                let key = format!("{} error", settings.handler_name);
+                let _ = sub.put_metadata_in(&settings.service, &key, &message);
+            }
+        }
+    }
+}
+
+/// `lambda_runtime::run` with every invocation traced: the one-line way in.
+///
+/// ```no_run
+/// # use lambda_runtime::{service_fn, Error, LambdaEvent};
+/// # async fn handler(e: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> { Ok(e.payload) }
+/// # async fn main_() -> Result<(), Error> {
+/// lambda_xray::run(service_fn(handler)).await
+/// # }
+/// ```
+pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Service<LambdaEvent<A>, Response = R>,
+    F::Future: Future<Output = Result<R, F::Error>>,
+    F::Error: Into<Diagnostic> + Debug + 'static,
+    A: for<'de> Deserialize<'de>,
+    R: IntoFunctionResponse<B, S> + Serialize,
+    B: Serialize,
+    S: futures_core::Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send,
+    E: Into<lambda_runtime::Error> + Send + Debug,
+{
+    lambda_runtime::run(XRayLayer::new().layer(handler)).await
+}
