@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the demo: the sample function against a local Lambda Runtime API, with a
+# local UDP listener as the X-Ray daemon; prints every trace received.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --workspace --bins
+exec cargo run --quiet -p lambda-xray-e2e --bin demo
