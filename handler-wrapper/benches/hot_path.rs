@@ -99,7 +99,11 @@ fn main() -> std::io::Result<()> {
     let allocs = ALLOCS.load(Ordering::Relaxed) - allocs_before;
 
     println!("sampled subsegment (begin + annotation + end, 100 under one handler, incl. serialisation + UDP send): {sampled_ns:.0} ns");
-    println!("  datagrams sent: {sent} for {} subsegments ({} received so far)", (rounds + 2_000) * (CHILDREN + 1), received.load(Ordering::Relaxed));
+    println!(
+        "  datagrams sent: {sent} for {} subsegments ({} received so far)",
+        (rounds + 2_000) * (CHILDREN + 1),
+        received.load(Ordering::Relaxed)
+    );
     println!("unsampled subsegment (begin + annotation + end): {unsampled_ns:.1} ns");
     println!("unsampled allocations per subsegment: {:.3} ({allocs} in {n})", allocs as f64 / n as f64);
     Ok(())

@@ -411,7 +411,10 @@ impl<'de> Deserialize<'de> for Annotations {
 /// already-serialised JSON so their size is known exactly and the caller's
 /// value is not held.
 #[derive(Debug, Clone, Default)]
-pub struct Metadata(Vec<(String, Vec<(String, Box<RawValue>)>)>);
+pub struct Metadata(Vec<(String, Vec<MetadataEntry>)>);
+
+/// One metadata value: key and serialised JSON.
+type MetadataEntry = (String, Box<RawValue>);
 
 impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {
@@ -432,11 +435,7 @@ impl Metadata {
     }
     /// Looks up a value's JSON text.
     pub fn get(&self, namespace: &str, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(ns, _)| ns == namespace)
-            .and_then(|(_, entries)| entries.iter().find(|(k, _)| k == key))
-            .map(|(_, v)| v.get())
+        self.0.iter().find(|(ns, _)| ns == namespace).and_then(|(_, entries)| entries.iter().find(|(k, _)| k == key)).map(|(_, v)| v.get())
     }
     /// Iterates `(namespace, key, json)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &str)> {
@@ -484,7 +483,7 @@ impl Metadata {
 
 impl Serialize for Metadata {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Entries<'a>(&'a [(String, Box<RawValue>)]);
+        struct Entries<'a>(&'a [MetadataEntry]);
         impl Serialize for Entries<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(Some(self.0.len()))?;

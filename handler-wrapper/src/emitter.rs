@@ -82,10 +82,7 @@ pub fn parse_daemon_address(s: &str) -> Result<SocketAddr, String> {
         }
         _ => return Err(format!("{s:?} must be host:port or \"tcp:host:port udp:host:port\"")),
     };
-    udp.to_socket_addrs()
-        .map_err(|e| format!("{udp:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{udp:?} resolves to no address"))
+    udp.to_socket_addrs().map_err(|e| format!("{udp:?}: {e}"))?.next().ok_or_else(|| format!("{udp:?} resolves to no address"))
 }
 
 /// Counters kept by an [`Emitter`].
@@ -190,17 +187,15 @@ impl Emitter {
             }
         };
         let daemon = daemon.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2000)));
-        let extension = config
-            .extension_address
-            .clone()
-            .or_else(|| std::fs::read_to_string(&config.extension_marker).ok())
-            .and_then(|a| match parse_daemon_address(&a) {
+        let extension = config.extension_address.clone().or_else(|| std::fs::read_to_string(&config.extension_marker).ok()).and_then(|a| {
+            match parse_daemon_address(&a) {
                 Ok(addr) => Some(addr),
                 Err(e) => {
                     tracing::error!(target: "lambda_xray", "extension address {e}; sending to the daemon");
                     None
                 }
-            });
+            }
+        });
         let daemon_transport = UdpTransport::connect(daemon);
         match (extension.map(UdpTransport::connect), daemon_transport) {
             (Some(Ok(ext)), daemon) => {

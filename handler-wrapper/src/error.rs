@@ -54,7 +54,11 @@ const MAX_CHAIN: usize = 10;
 
 /// Builds `cause` details from an error and its `source()` chain: one exception
 /// per error, outermost first, each linked to the next by `cause`.
-pub(crate) fn cause_from_error(err: &(dyn std::error::Error + 'static), type_name: Option<&str>, at: Option<&Location<'_>>) -> CauseDetails {
+pub(crate) fn cause_from_error(
+    err: &(dyn std::error::Error + 'static),
+    type_name: Option<&str>,
+    at: Option<&Location<'_>>,
+) -> CauseDetails {
     let mut exceptions: Vec<Exception> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut skipped = 0u32;
@@ -79,10 +83,8 @@ pub(crate) fn cause_from_error(err: &(dyn std::error::Error + 'static), type_nam
     for i in 1..exceptions.len() {
         exceptions[i - 1].cause = Some(exceptions[i].id);
     }
-    if skipped > 0 {
-        if let Some(last) = exceptions.last_mut() {
-            last.skipped = Some(skipped);
-        }
+    if let Some(last) = exceptions.last_mut().filter(|_| skipped > 0) {
+        last.skipped = Some(skipped);
     }
     if let (Some(first), Some(at)) = (exceptions.first_mut(), at) {
         first.stack.push(StackFrame { path: Some(at.file().to_owned()), line: Some(at.line()), label: None });

@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn self_is_dropped_and_unknown_keys_keep_their_order() {
-        let h = TraceHeader::parse("Self=1-67891234-12456789abcdef012345678;Root=1-5759e988-bd862e3fe1be46a994272793;B=2;A=1").expect("valid");
+        let h =
+            TraceHeader::parse("Self=1-67891234-12456789abcdef012345678;Root=1-5759e988-bd862e3fe1be46a994272793;B=2;A=1").expect("valid");
         assert_eq!(h.to_string(), "Root=1-5759e988-bd862e3fe1be46a994272793;B=2;A=1");
         let child = h.with_parent(EntityId::from_u64(1), SamplingDecision::NotSampled);
         assert_eq!(child.to_string(), "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=0000000000000001;Sampled=0;B=2;A=1");

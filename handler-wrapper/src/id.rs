@@ -107,10 +107,7 @@ pub struct TraceId(Box<str>);
 impl TraceId {
     /// A new trace id for the current time.
     pub fn new() -> Self {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let random: u128 = rand::rng().random::<u128>() >> 32;
         TraceId(format!("1-{:08x}-{:024x}", secs as u32, random).into_boxed_str())
     }
@@ -141,11 +138,7 @@ impl Default for TraceId {
 impl FromStr for TraceId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if Self::is_valid(s) {
-            Ok(TraceId(s.into()))
-        } else {
-            Err(InvalidId)
-        }
+        if Self::is_valid(s) { Ok(TraceId(s.into())) } else { Err(InvalidId) }
     }
 }
 

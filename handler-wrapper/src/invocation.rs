@@ -113,7 +113,13 @@ pub(crate) struct Invocation {
 }
 
 impl Invocation {
-    pub(crate) fn new(header: TraceHeader, trace_id: TraceId, segment_id: EntityId, emitter: Arc<Emitter>, limits: StreamLimits) -> Arc<Self> {
+    pub(crate) fn new(
+        header: TraceHeader,
+        trace_id: TraceId,
+        segment_id: EntityId,
+        emitter: Arc<Emitter>,
+        limits: StreamLimits,
+    ) -> Arc<Self> {
         Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, tree: Mutex::default(), deadline_task: Mutex::new(None) })
     }
 

@@ -48,6 +48,6 @@ pub use header::{SamplingDecision, TraceHeader};
 pub use id::{EntityId, TraceId};
 pub use layer::{XRayLayer, XRayService, run};
 pub use subsegment::{
-    InSubsegment, Subsegment, begin_subsegment, in_subsegment, put_annotation, put_metadata, put_metadata_in, record_error, set_http_status,
-    trace, try_begin_subsegment,
+    InSubsegment, Subsegment, begin_subsegment, in_subsegment, put_annotation, put_metadata, put_metadata_in, record_error,
+    set_http_status, trace, try_begin_subsegment,
 };

@@ -211,10 +211,10 @@ impl Subsegment {
             Inner::Noop => {}
             Inner::Unsampled { id, prev } => {
                 with_current(|c| {
-                    if let Current::Unsampled { id: cur, .. } = c {
-                        if *cur == id {
-                            *cur = prev;
-                        }
+                    if let Current::Unsampled { id: cur, .. } = c
+                        && *cur == id
+                    {
+                        *cur = prev;
                     }
                 });
             }
@@ -228,10 +228,11 @@ impl Subsegment {
                     });
                 }
                 with_current(|c| {
-                    if let Current::Sampled { inv: cur_inv, node: cur } = c {
-                        if Arc::ptr_eq(cur_inv, &inv) && cur.map(|(r, _)| r) == Some(node) {
-                            *cur = prev;
-                        }
+                    if let Current::Sampled { inv: cur_inv, node: cur } = c
+                        && Arc::ptr_eq(cur_inv, &inv)
+                        && cur.map(|(r, _)| r) == Some(node)
+                    {
+                        *cur = prev;
                     }
                 });
                 inv.end(node);

@@ -170,7 +170,8 @@ impl LocalLambda {
     /// the workspace's target dir) with `env` on top of Lambda's variables.
     pub async fn start(binary: &str, function_name: &str, env: &[(&str, String)]) -> Result<Self, Error> {
         let simulator = Simulator::builder().function_name(function_name).build().await?;
-        let mut config = ProcessConfig::new(bin_path(binary)?, ProcessRole::Runtime).inherit_stdio(std::env::var_os("E2E_VERBOSE").is_some());
+        let mut config =
+            ProcessConfig::new(bin_path(binary)?, ProcessRole::Runtime).inherit_stdio(std::env::var_os("E2E_VERBOSE").is_some());
         for (k, v) in env {
             config = config.env(*k, v.clone());
         }

@@ -125,5 +125,10 @@ async fn handler(event: LambdaEvent<Request>) -> Result<Response, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // The one line that adds tracing. (`SAMPLE_WITHOUT_TRACING` runs the same
+    // handler untraced; the tests use it to show tracing changes nothing.)
+    if std::env::var_os("SAMPLE_WITHOUT_TRACING").is_some() {
+        return lambda_runtime::run(service_fn(handler)).await;
+    }
     lambda_xray::run(service_fn(handler)).await
 }

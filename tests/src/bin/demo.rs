@@ -40,11 +40,7 @@ async fn main() -> Result<(), Error> {
             Outcome::Error { error_type, error_message } => println!("   error   {error_type}: {error_message}"),
         }
         let sizes: Vec<usize> = daemon.datagrams().iter().map(Vec::len).collect();
-        println!(
-            "   {} datagram(s) received, largest {} bytes",
-            sizes.len(),
-            sizes.iter().max().copied().unwrap_or(0)
-        );
+        println!("   {} datagram(s) received, largest {} bytes", sizes.len(), sizes.iter().max().copied().unwrap_or(0));
         for d in &docs {
             if let Err(e) = schema::validate(d) {
                 problems += 1;

@@ -1,0 +1,176 @@
+//! The public API through the handler layer, with a capturing transport.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lambda_runtime::{Context, LambdaEvent, service_fn};
+use lambda_xray::{Config, Emitter, FutureExt, TraceError, Transport, XRayLayer};
+use serde_json::{Value, json};
+use tower::{Layer, Service};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Value>>>);
+
+impl Transport for Capture {
+    fn send(&self, d: &[u8]) -> io::Result<()> {
+        let text = std::str::from_utf8(d).map_err(io::Error::other)?;
+        let (_, body) = text.split_once('\n').ok_or_else(|| io::Error::other("no header"))?;
+        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(serde_json::from_str(body)?);
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn docs(&self) -> Vec<Value> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+fn layer(cap: &Capture) -> XRayLayer {
+    XRayLayer::new().handler_name("test").service("svc").with_emitter(Config::default(), Arc::new(Emitter::new(cap.clone())))
+}
+
+fn event(payload: Value, header: Option<&str>) -> LambdaEvent<Value> {
+    let mut ctx = Context::default();
+    ctx.xray_trace_id = header.map(str::to_owned);
+    LambdaEvent::new(payload, ctx)
+}
+
+const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
+    let cap = Capture::default();
+    let svc = layer(&cap).layer(service_fn(|e: LambdaEvent<Value>| async move {
+        let who = e.payload["who"].as_str().unwrap_or("").to_owned();
+        lambda_xray::in_subsegment(who.clone(), async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            lambda_xray::put_annotation("who", who.as_str())?;
+            // A spawned task and a thread both keep the context.
+            let spawned = lambda_xray::spawn(lambda_xray::in_subsegment("task", async { tokio::task::yield_now().await }));
+            spawned.await.map_err(|e| e.to_string())?;
+            let ctx = lambda_xray::current();
+            std::thread::spawn(move || {
+                let _entered = ctx.enter();
+                lambda_xray::trace("thread", || ());
+            })
+            .join()
+            .map_err(|_| "thread panicked")?;
+            Ok::<_, lambda_runtime::Error>(json!(who))
+        })
+        .await
+    }));
+    let (a, b) = (format!("Root={ROOT};Parent=00000000000000aa;Sampled=1"), format!("Root={ROOT};Parent=00000000000000bb;Sampled=1"));
+    let (ra, rb) =
+        tokio::join!(svc.clone().call(event(json!({"who": "a"}), Some(&a))), svc.clone().call(event(json!({"who": "b"}), Some(&b))));
+    assert_eq!(ra.ok(), Some(json!("a")));
+    assert_eq!(rb.ok(), Some(json!("b")));
+    let docs = cap.docs();
+    assert_eq!(docs.len(), 2);
+    for (parent, who) in [("00000000000000aa", "a"), ("00000000000000bb", "b")] {
+        let d = docs.iter().find(|d| d["parent_id"] == parent).cloned().unwrap_or_default();
+        assert_eq!(d["name"], "## test");
+        assert_eq!(d["trace_id"], ROOT);
+        let subs = d["subsegments"].as_array().cloned().unwrap_or_default();
+        assert_eq!(subs.len(), 1, "{d:#}");
+        assert_eq!(subs[0]["name"], who);
+        assert_eq!(subs[0]["annotations"]["who"], who);
+        let mut inner: Vec<String> =
+            subs[0]["subsegments"].as_array().into_iter().flatten().map(|s| s["name"].as_str().unwrap_or("").to_owned()).collect();
+        inner.sort();
+        assert_eq!(inner, vec!["task", "thread"]);
+    }
+}
+
+#[tokio::test]
+async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
+    let cap = Capture::default();
+    let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        let sub = lambda_xray::begin_subsegment("work");
+        sub.put_annotation("bad key!", 1).map_err(|e| e.to_string())?;
+        Ok::<Value, lambda_runtime::Error>(json!(null))
+    }));
+    let unsampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0;Lineage=a87bd80c:1");
+    // A bad key is reported to the caller as an error, sampled or not.
+    let err = svc.call(event(json!({}), Some(&unsampled))).await.err().map(|e| e.to_string());
+    assert_eq!(err, Some(TraceError::InvalidAnnotationKey("bad key!".into()).to_string()));
+
+    let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        let header = lambda_xray::current_trace_header().map(|h| h.to_string());
+        Ok::<_, lambda_runtime::Error>(json!({"header": header, "sampled": lambda_xray::is_sampled()}))
+    }));
+    let out = svc.call(event(json!({}), Some(&unsampled))).await.ok();
+    // Sampled=0 is still there to propagate, with the extra keys.
+    assert_eq!(out, Some(json!({"header": format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0;Lineage=a87bd80c:1"), "sampled": false})));
+    assert!(cap.docs().is_empty());
+
+    let mut failing =
+        layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move { Err::<Value, _>(lambda_runtime::Error::from("boom")) }));
+    let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    let err = failing.call(event(json!({}), Some(&sampled))).await.err().map(|e| e.to_string());
+    assert_eq!(err.as_deref(), Some("boom"));
+    let docs = cap.docs();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["fault"], true);
+    assert_eq!(docs[0]["cause"]["exceptions"][0]["message"], "boom");
+    assert_eq!(docs[0]["metadata"]["svc"]["test error"], "boom");
+}
+
+/// `catch_unwind` for a future, without a dependency for one test.
+async fn catch_unwind<F: std::future::Future>(fut: F) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+        Err(p) => std::task::Poll::Ready(Err(p)),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_panic_propagates_with_its_payload_and_is_recorded() {
+    let cap = Capture::default();
+    let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        if lambda_xray::is_sampled() {
+            panic!("handler exploded");
+        }
+        Ok::<Value, lambda_runtime::Error>(json!(null))
+    }));
+    let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    let payload = catch_unwind(svc.call(event(json!({}), Some(&sampled)))).await.err();
+    let msg = payload.as_ref().and_then(|p| p.downcast_ref::<&str>()).copied();
+    assert_eq!(msg, Some("handler exploded"));
+    let docs = cap.docs();
+    assert_eq!(docs[0]["fault"], true);
+    assert_eq!(docs[0]["cause"]["exceptions"][0]["message"], "handler exploded");
+}
+
+#[test]
+fn outside_an_invocation_calls_do_nothing_and_say_so() {
+    // Default strategy (LOG_ERROR): no panic, nothing recorded.
+    let sub = lambda_xray::begin_subsegment("orphan");
+    assert!(!sub.is_sampled());
+    assert_eq!(lambda_xray::put_annotation("k", 1), Err(TraceError::ContextMissing));
+    assert!(lambda_xray::try_begin_subsegment("x").is_err());
+    assert!(lambda_xray::current_trace_header().is_none());
+    drop(async {}.in_current_trace());
+}
+
+#[tokio::test]
+async fn the_lambda_segment_itself_is_read_only() {
+    let cap = Capture::default();
+    let ctx = lambda_xray::TraceContext::for_invocation_with(
+        Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1")),
+        None,
+        &Config::default(),
+        Arc::new(Emitter::new(cap.clone())),
+    );
+    let _entered = ctx.enter();
+    assert_eq!(lambda_xray::put_annotation("k", 1), Err(TraceError::LambdaSegmentIsReadOnly));
+    let sub = lambda_xray::begin_subsegment("ok");
+    assert_eq!(lambda_xray::put_annotation("k", 1), Ok(()));
+    assert!(matches!(lambda_xray::put_metadata_in("AWS.X", "k", &1), Err(TraceError::ReservedMetadataNamespace(_))));
+    drop(sub);
+    assert_eq!(cap.docs()[0]["annotations"]["k"], 1);
+}

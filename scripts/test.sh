@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, property and API tests of the library, and
+# the end-to-end tests that run the sample function binaries against a local
+# Lambda Runtime API with a UDP listener as the X-Ray daemon.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The end-to-end tests start the function binaries as child processes.
+cargo build --workspace --bins
+cargo test --workspace
