@@ -42,7 +42,7 @@ pub mod subsegment;
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
 pub use document::{AnnotationValue, Document};
-pub use emitter::{Emitter, EmitterStats, Transport, UdpTransport};
+pub use emitter::{Emitter, EmitterStats, NullTransport, Transport, UdpTransport};
 pub use error::TraceError;
 pub use header::{SamplingDecision, TraceHeader};
 pub use id::{EntityId, TraceId};

@@ -174,3 +174,42 @@ async fn the_lambda_segment_itself_is_read_only() {
     drop(sub);
     assert_eq!(cap.docs()[0]["annotations"]["k"], 1);
 }
+
+#[tokio::test]
+async fn with_real_noop_ids_off_unsampled_subsegments_propagate_their_own_id() {
+    let config = Config { noop_ids: false, ..Config::default() };
+    let ctx = lambda_xray::TraceContext::for_invocation_with(
+        Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
+        None,
+        &config,
+        Arc::new(Emitter::new(Capture::default())),
+    );
+    let _entered = ctx.enter();
+    let outer = lambda_xray::current_trace_header().map(|h| h.to_string());
+    assert_eq!(outer, Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")));
+    let sub = lambda_xray::begin_subsegment("unsampled work");
+    let id = sub.id().map(|i| i.to_string()).unwrap_or_default();
+    assert_ne!(id, "0000000000000000");
+    assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), Some(format!("Root={ROOT};Parent={id};Sampled=0")));
+    drop(sub);
+    assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), outer);
+
+    // With no-op ids (the default) the subsegment has no id of its own.
+    let ctx = lambda_xray::TraceContext::for_invocation_with(
+        Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
+        None,
+        &Config::default(),
+        Arc::new(Emitter::new(Capture::default())),
+    );
+    let _entered = ctx.enter();
+    assert_eq!(lambda_xray::begin_subsegment("noop").id(), None);
+}
+
+#[test]
+fn handles_are_send_so_they_cross_tasks_and_threads() {
+    fn send<T: Send>() {}
+    send::<lambda_xray::Subsegment>();
+    send::<lambda_xray::TraceContext>();
+    send::<lambda_xray::WithTrace<std::future::Ready<()>>>();
+    send::<lambda_xray::InSubsegment<std::future::Ready<()>>>();
+}
