@@ -40,10 +40,13 @@ pub fn bin_path(name: &str) -> Result<PathBuf, Error> {
 }
 
 /// A stand-in X-Ray daemon: a UDP socket on 127.0.0.1 that keeps what it gets.
+///
+/// It drains the socket on a thread of its own with a 4 MiB receive buffer, so
+/// bursts from the function are not lost while the test runtime is busy.
 pub struct Daemon {
     addr: std::net::SocketAddr,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Daemon {
@@ -54,19 +57,28 @@ impl Daemon {
 
     /// Binds `addr` (e.g. to come back on a port that was down).
     pub async fn bind(addr: &str) -> Result<Self, Error> {
-        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let addr: std::net::SocketAddr = addr.parse()?;
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        socket.bind(&addr.into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let addr = socket.local_addr()?;
         let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let sink = received.clone();
-        let task = tokio::spawn(async move {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sink, stopped) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
             let mut buf = vec![0u8; 70_000];
-            while let Ok(n) = socket.recv(&mut buf).await {
-                if let Ok(mut v) = sink.lock() {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf)
+                    && let Ok(mut v) = sink.lock()
+                {
                     v.push(buf[..n].to_vec());
                 }
             }
         });
-        Ok(Daemon { addr, received, task })
+        Ok(Daemon { addr, received, stop })
     }
 
     /// `host:port` to put in `AWS_XRAY_DAEMON_ADDRESS`.
@@ -122,7 +134,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

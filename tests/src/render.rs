@@ -96,7 +96,9 @@ pub fn trace_tree(docs: &[Value]) -> String {
         let branch = if last { "└─ " } else { "├─ " };
         let name = n.doc["name"].as_str().unwrap_or("?");
         let ns = n.doc["namespace"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
-        let _ = writeln!(out, "{prefix}{branch}{name}{ns}  {}{}{}", duration_ms(&n.doc), flags(&n.doc), annotations(&n.doc));
+        let label = format!("{prefix}{branch}{name}{ns}");
+        let pad = 52usize.saturating_sub(label.chars().count());
+        let _ = writeln!(out, "{label}{:pad$} {}{}{}", "", duration_ms(&n.doc), flags(&n.doc), annotations(&n.doc));
         let child_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
         for (i, c) in n.children.iter().enumerate() {
             walk(c, &child_prefix, i + 1 == n.children.len(), nodes, out);
