@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The end-to-end tests start the function binaries as child processes.
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace --all-features

@@ -45,6 +45,18 @@ pub(crate) enum Current {
     Sampled { inv: Arc<Invocation>, node: Option<(NodeRef, EntityId)> },
 }
 
+impl Current {
+    /// Whether both designate the same entity of the same invocation.
+    pub(crate) fn same_as(&self, other: &Current) -> bool {
+        match (self, other) {
+            (Current::Outside, Current::Outside) | (Current::Untraced, Current::Untraced) => true,
+            (Current::Unsampled { inv: a, id: x }, Current::Unsampled { inv: b, id: y }) => Arc::ptr_eq(a, b) && x == y,
+            (Current::Sampled { inv: a, node: x }, Current::Sampled { inv: b, node: y }) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        }
+    }
+}
+
 thread_local! {
     static CURRENT: RefCell<Current> = const { RefCell::new(Current::Outside) };
 }
@@ -59,7 +71,7 @@ pub(crate) fn with_current<T>(f: impl FnOnce(&mut Current) -> T) -> Option<T> {
 }
 
 /// Swaps `ctx` with the thread's current context.
-fn swap_current(ctx: &mut Current) {
+pub(crate) fn swap_current(ctx: &mut Current) {
     let _ = CURRENT.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
             std::mem::swap(&mut *c, ctx);

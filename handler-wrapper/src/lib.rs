@@ -38,6 +38,8 @@ pub mod id;
 mod invocation;
 pub mod layer;
 pub mod subsegment;
+#[cfg(feature = "tracing-bridge")]
+pub mod tracing_bridge;
 
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};

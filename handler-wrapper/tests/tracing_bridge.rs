@@ -1,0 +1,112 @@
+//! The `tracing` bridge: spans as subsegments, sharing the explicit API's context.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use lambda_xray::tracing_bridge::SubsegmentLayer;
+use lambda_xray::{Config, Emitter, TraceContext, Transport};
+use serde_json::Value;
+use tracing::Instrument;
+use tracing_subscriber::prelude::*;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Value>>>);
+
+impl Transport for Capture {
+    fn send(&self, d: &[u8]) -> io::Result<()> {
+        let text = std::str::from_utf8(d).map_err(io::Error::other)?;
+        let (_, body) = text.split_once('\n').ok_or_else(|| io::Error::other("no header"))?;
+        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(serde_json::from_str(body)?);
+        Ok(())
+    }
+}
+
+fn invocation(cap: &Capture, sampled: bool) -> TraceContext {
+    let header = format!("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={}", u8::from(sampled));
+    TraceContext::for_invocation_with(Some(&header), None, &Config::default(), Arc::new(Emitter::new(cap.clone())))
+}
+
+#[tracing::instrument(fields(user = "ada", attempt = 2_u64, ok = true, detail = ?vec![1, 2]))]
+async fn outer() {
+    let _explicit = lambda_xray::begin_subsegment("explicit");
+    // Created inside an explicit subsegment: nests under it, across awaits.
+    inner().await;
+    tokio::task::yield_now().await;
+    lambda_xray::put_annotation("after_await", true).ok();
+}
+
+#[tracing::instrument]
+async fn inner() {
+    tokio::task::yield_now().await;
+    tokio::spawn(async { lambda_xray::trace("in task", || ()) }.instrument(tracing::info_span!("task span"))).await.ok();
+    tracing::error!(code = 7, "inner failed");
+}
+
+// Current-thread runtime: `set_default` installs the subscriber for this thread
+// only. The spawned task is still polled apart from the main future, so its
+// context comes only from the span it is instrumented with. (The end-to-end
+// test covers a multi-threaded runtime with a global subscriber.)
+#[tokio::test]
+async fn spans_and_explicit_subsegments_nest_in_one_tree() {
+    let cap = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let ctx = invocation(&cap, true);
+    ctx.wrap(async {
+        let _root = lambda_xray::begin_subsegment("## handler");
+        outer().await;
+        // A span from a skipped target records nothing.
+        let _s = tracing::info_span!(target: "lambda_runtime", "Lambda runtime invoke").entered();
+    })
+    .await;
+
+    let docs = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+    assert_eq!(docs.len(), 1, "{docs:#?}");
+    let handler = &docs[0];
+    let outer = &handler["subsegments"][0];
+    assert_eq!(outer["name"], "outer");
+    assert_eq!(outer["annotations"]["user"], "ada");
+    assert_eq!(outer["annotations"]["attempt"], 2);
+    assert_eq!(outer["annotations"]["ok"], true);
+    assert_eq!(outer["metadata"]["tracing"]["detail"], "[1, 2]");
+    let explicit = &outer["subsegments"][0];
+    assert_eq!(explicit["name"], "explicit");
+    assert_eq!(explicit["annotations"]["after_await"], true);
+    let inner = &explicit["subsegments"][0];
+    assert_eq!(inner["name"], "inner");
+    assert_eq!(inner["fault"], true);
+    assert_eq!(inner["cause"]["exceptions"][0]["message"], "inner failed (code=7)");
+    let task_span = &inner["subsegments"][0];
+    assert_eq!(task_span["name"], "task span");
+    assert_eq!(task_span["subsegments"][0]["name"], "in task");
+    assert_eq!(handler["subsegments"].as_array().map(Vec::len), Some(1), "the skipped span added nothing");
+}
+
+#[tokio::test]
+async fn spans_in_unsampled_invocations_or_outside_record_nothing() {
+    let cap = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new());
+    let _default = tracing::subscriber::set_default(subscriber);
+    invocation(&cap, false).wrap(outer()).await;
+    outer().await;
+    assert!(cap.0.lock().map(|v| v.is_empty()).unwrap_or(false));
+}
+
+#[tokio::test]
+async fn target_and_level_choices() {
+    let cap = Capture::default();
+    let layer = SubsegmentLayer::new().only_targets(&["tracing_bridge"]).min_level(tracing::Level::INFO);
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    invocation(&cap, true)
+        .wrap(async {
+            let _root = lambda_xray::begin_subsegment("## handler");
+            let _a = tracing::info_span!("kept").entered();
+            let _b = tracing::debug_span!("too detailed").entered();
+            let _c = tracing::info_span!(target: "other_crate", "elsewhere").entered();
+        })
+        .await;
+    let docs = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let names: Vec<&str> = docs[0]["subsegments"].as_array().into_iter().flatten().filter_map(|d| d["name"].as_str()).collect();
+    assert_eq!(names, vec!["kept"]);
+    assert!(docs[0]["subsegments"][0].get("subsegments").is_none());
+}
