@@ -4,6 +4,8 @@
 # Lambda Runtime API with a UDP listener as the X-Ray daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium for the HTML waterfall test.
+./scripts/setup-system.sh
 # The end-to-end tests start the function binaries as child processes.
 cargo build --workspace --bins
 cargo test --workspace --all-features

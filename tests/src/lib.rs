@@ -5,7 +5,7 @@
 //! - [`LocalLambda`]: the Lambda Runtime API (from the `lambda-simulator`
 //!   crate) on 127.0.0.1, with a real function binary run as a child process
 //!   against it, as Lambda runs `bootstrap`.
-//! - [`schema`], [`parse_datagram`] and [`render`]: checking and showing what
+//! - [`schema`], [`parse_datagram`] and [`waterfall`]: checking and showing what
 //!   arrived.
 
 use std::collections::HashMap;
@@ -18,8 +18,8 @@ use lambda_simulator::process::{ManagedProcess, ProcessConfig, ProcessRole};
 use lambda_simulator::{InvocationStatus, Simulator};
 use serde_json::Value;
 
-pub mod render;
 pub mod schema;
+pub mod waterfall;
 
 /// Boxed error for the harness.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

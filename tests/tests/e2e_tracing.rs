@@ -60,7 +60,7 @@ async fn instrumented_spans_become_a_schema_valid_subsegment_tree() -> Result<()
         }
     }
     // The spawned, instrumented task and the explicit subsegment nest under the span.
-    eprintln!("{}", lambda_xray_e2e::render::trace_tree(&docs));
+    eprintln!("{}", lambda_xray_e2e::waterfall::terminal(&lambda_xray_e2e::waterfall::layout(&docs)));
     for child in ["quote_shipping", "persist order"] {
         let found = by_name(child);
         assert_eq!(found.len(), 1, "{child}");

@@ -1,13 +1,14 @@
 //! The demo: runs the sample function against a local Lambda Runtime API with
 //! a local UDP listener as the X-Ray daemon, invokes it a few ways, and prints
-//! each trace that reached the "daemon" as a tree.
+//! each trace that reached the "daemon" as a waterfall (and writes them all
+//! to an HTML page).
 //!
 //! Run it with `./scripts/demo.sh` (builds the sample first). No AWS account or
 //! network needed: everything listens on 127.0.0.1.
 
 use std::time::Duration;
 
-use lambda_xray_e2e::{Daemon, Error, LocalLambda, Outcome, new_trace_header, render, schema};
+use lambda_xray_e2e::{Daemon, Error, LocalLambda, Outcome, new_trace_header, schema, waterfall};
 use serde_json::{Value, json};
 
 #[tokio::main]
@@ -29,6 +30,7 @@ async fn main() -> Result<(), Error> {
         ("200 KB of metadata (split into datagrams under 64 KiB)", json!({"metadata_kb": 200}), true),
     ];
     let mut problems = 0;
+    let mut waterfalls = Vec::new();
     for (title, payload, sampled) in cases {
         daemon.clear();
         let (header, root, _) = new_trace_header(sampled);
@@ -52,12 +54,17 @@ async fn main() -> Result<(), Error> {
         } else {
             let same_trace = docs.iter().all(|d| d["trace_id"] == root.as_str());
             println!("   all documents in trace {root}: {same_trace}; schema-valid: {}", problems == 0);
-            for line in render::trace_tree(&docs).lines() {
+            let w = waterfall::layout(&docs);
+            for line in waterfall::terminal(&w).lines() {
                 println!("   {line}");
             }
+            waterfalls.push(w);
             println!();
         }
     }
+    let page = std::env::temp_dir().join("lambda-xray-demo.html");
+    std::fs::write(&page, waterfall::html("lambda-xray demo run", &waterfalls))?;
+    println!("The same traces as a web page: {}", page.display());
     if problems > 0 {
         return Err(format!("{problems} schema problems").into());
     }
