@@ -174,6 +174,7 @@ pub struct Process {
     pub child: Child,
     pub pid: u32,
     lines: Arc<Mutex<Vec<String>>>,
+    stderr_closed: Arc<AtomicBool>,
 }
 
 impl Process {
@@ -191,14 +192,22 @@ impl Process {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = lines.clone();
+        let stderr_closed = Arc::new(AtomicBool::new(false));
+        let closed = stderr_closed.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 eprintln!("{tag}[{pid}] {line}");
                 sink.lock().unwrap().push(line);
             }
+            closed.store(true, Ordering::Relaxed);
         });
-        Self { child, pid, lines }
+        Self {
+            child,
+            pid,
+            lines,
+            stderr_closed,
+        }
     }
 
     /// stderr lines so far.
@@ -219,12 +228,14 @@ impl Process {
         })
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and its stderr to be read to the end.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(timeout, self.child.wait())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok);
+        wait_until(timeout, || self.stderr_closed.load(Ordering::Relaxed)).await;
+        status
     }
 
     /// Current and peak resident set size in KiB, from /proc.
@@ -239,6 +250,17 @@ impl Process {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// Whether a process is stopped (SIGSTOP) or gone.
+fn stopped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')),
+        Err(_) => true,
     }
 }
 
@@ -277,6 +299,7 @@ pub struct Platform {
     pub extension: Option<Process>,
     pub function: Process,
     extension_alive: bool,
+    freeze: bool,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -356,6 +379,7 @@ impl Platform {
             extension,
             function,
             extension_alive,
+            freeze: options.freeze,
         }
     }
 
@@ -384,6 +408,20 @@ impl Platform {
                 .await
                 .unwrap();
         }
+        if self.freeze {
+            // Wait for the freeze to finish before anything can thaw it:
+            // lambda-simulator 0.2.0 checks the freeze epoch before it sends
+            // SIGSTOP, so an invocation enqueued in between stays frozen forever.
+            self.sim.wait_for_frozen(LONG).await.unwrap();
+            let mut pids = vec![self.function.pid];
+            if self.extension_alive {
+                pids.extend(self.extension.as_ref().map(|e| e.pid));
+            }
+            assert!(
+                wait_until(LONG, || pids.iter().all(|&pid| stopped(pid))).await,
+                "processes frozen"
+            );
+        }
         (request_id, state.response.unwrap().payload)
     }
 
@@ -406,7 +444,9 @@ impl Platform {
             "shutdown took {:?}, extension exit {status:?}",
             started.elapsed()
         );
-        assert!(!self.marker.exists(), "marker removed on shutdown");
+        if self.extension_alive {
+            assert!(!self.marker.exists(), "marker removed on shutdown");
+        }
         extension.counters()
     }
 }
