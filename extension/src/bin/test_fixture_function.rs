@@ -8,10 +8,11 @@
 //! `garbage` junk datagrams, and answers `{"sent": n, "echo": <echo>}`.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 #[derive(Deserialize, Default)]
@@ -22,6 +23,46 @@ struct Request {
     spread_ms: u64,
     garbage: u64,
     echo: Value,
+}
+
+/// Documents ids are the pid and a counter: unique within a test run.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Serialize)]
+struct Header {
+    format: &'static str,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    name: &'static str,
+    id: String,
+    trace_id: &'a str,
+    parent_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    start_time: f64,
+    end_time: f64,
+    annotations: Annotations,
+    metadata: Metadata<'a>,
+}
+
+#[derive(Serialize)]
+struct Annotations {
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    fixture: Fixture<'a>,
+}
+
+#[derive(Serialize)]
+struct Fixture<'a> {
+    request_id: &'a str,
+    seq: u64,
+    pad: &'a str,
 }
 
 struct Sender {
@@ -71,23 +112,34 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
     let parent = header_field(&header, "Parent").unwrap_or("").to_owned();
     let request_id = event.context.request_id;
     let per_ms = request.docs.div_ceil(request.spread_ms.max(1));
-    let pid = u64::from(std::process::id());
+    let pid = std::process::id();
+    let pad = "x".repeat(request.pad);
+    let mut datagram = Vec::with_capacity(1024 + request.pad);
     let mut sent = 0;
     for seq in 0..request.docs {
         let start = now();
-        let document = json!({
-            "name": "fixture-work",
-            "id": format!("{:016x}", (pid << 40) ^ (now().to_bits() & 0xff_ffff_ffff) ^ seq),
-            "trace_id": root,
-            "parent_id": parent,
-            "type": "subsegment",
-            "start_time": start,
-            "end_time": start + 0.000_1,
-            "annotations": {"seq": seq},
-            "metadata": {"fixture": {"request_id": request_id, "seq": seq, "pad": "x".repeat(request.pad)}},
-        });
-        let datagram = format!("{}\n{document}", json!({"format": "json", "version": 1}));
-        if sender.socket.send_to(datagram.as_bytes(), sender.target).is_ok() {
+        let document = Document {
+            name: "fixture-work",
+            id: format!("{pid:08x}{:08x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            trace_id: &root,
+            parent_id: &parent,
+            kind: "subsegment",
+            start_time: start,
+            end_time: start + 0.000_1,
+            annotations: Annotations { seq },
+            metadata: Metadata {
+                fixture: Fixture {
+                    request_id: &request_id,
+                    seq,
+                    pad: &pad,
+                },
+            },
+        };
+        datagram.clear();
+        serde_json::to_writer(&mut datagram, &Header { format: "json", version: 1 })?;
+        datagram.push(b'\n');
+        serde_json::to_writer(&mut datagram, &document)?;
+        if sender.socket.send_to(&datagram, sender.target).is_ok() {
             sent += 1;
         }
         if request.spread_ms > 0 && (seq + 1) % per_ms == 0 {

@@ -21,8 +21,13 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The extension under test.
-pub const EXTENSION: &str = env!("CARGO_BIN_EXE_lambda-xray-extension");
+/// The extension under test: the one cargo built, unless
+/// `LAMBDA_XRAY_TEST_EXTENSION` names another (e.g. the release build for benchmarks).
+pub fn extension_binary() -> PathBuf {
+    std::env::var_os("LAMBDA_XRAY_TEST_EXTENSION")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lambda-xray-extension")))
+}
 /// Generous timeout for anything on a loaded 2-core machine.
 pub const LONG: Duration = Duration::from_secs(30);
 
@@ -178,7 +183,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(binary: &std::path::Path, env: Vec<(String, String)>, tag: &'static str) -> Self {
+    /// Spawns `binary` with exactly `env`.
+    pub fn spawn(binary: &std::path::Path, env: Vec<(String, String)>, tag: &'static str) -> Self {
         let mut child = Command::new(binary)
             .env_clear()
             .envs(env)
@@ -350,7 +356,7 @@ impl Platform {
             for (key, value) in &options.extension_env {
                 env.push(((*key).into(), value.clone()));
             }
-            let process = Process::spawn(std::path::Path::new(EXTENSION), env, "extension");
+            let process = Process::spawn(&extension_binary(), env, "extension");
             assert!(
                 process.wait_for_line("ready:", LONG).await,
                 "extension did not register"
