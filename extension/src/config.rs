@@ -11,8 +11,10 @@ use std::time::Duration;
 use crate::log::Level;
 
 /// Where the intake listens unless `LAMBDA_XRAY_EXTENSION_LISTEN` says otherwise.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 2001));
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    2001,
+));
 /// The marker file the function-side library reads to find the extension.
 pub const DEFAULT_MARKER: &str = "/tmp/.lambda-xray-extension";
 /// The X-Ray daemon's address inside Lambda.
@@ -62,7 +64,10 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
     let log_level = match var("LAMBDA_XRAY_EXTENSION_LOG_LEVEL") {
         None => Level::Info,
         Some(v) => Level::parse(&v).unwrap_or_else(|| {
-            log!(Warn, "LAMBDA_XRAY_EXTENSION_LOG_LEVEL={v:?} is not a level; using info");
+            log!(
+                Warn,
+                "LAMBDA_XRAY_EXTENSION_LOG_LEVEL={v:?} is not a level; using info"
+            );
             Level::Info
         }),
     };
@@ -150,7 +155,10 @@ fn number(var: &impl Fn(&str) -> Option<String>, name: &str) -> Option<usize> {
     match value.trim().parse::<usize>() {
         Ok(n) => Some(n),
         Err(_) => {
-            log!(Warn, "{name}={value:?} is not a whole number; using the default");
+            log!(
+                Warn,
+                "{name}={value:?} is not a whole number; using the default"
+            );
             None
         }
     }

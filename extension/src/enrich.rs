@@ -170,8 +170,14 @@ mod tests {
             h.sampled_ids(),
             Some(("1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8"))
         );
-        assert_eq!(TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793").sampled_ids(), None);
-        assert_eq!(TraceHeader::parse("Root=;Parent=;Sampled=1").sampled_ids(), None);
+        assert_eq!(
+            TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793").sampled_ids(),
+            None
+        );
+        assert_eq!(
+            TraceHeader::parse("Root=;Parent=;Sampled=1").sampled_ids(),
+            None
+        );
         assert_eq!(TraceHeader::parse(";;garbage==;").sampled_ids(), None);
         assert!(!TraceHeader::parse("Root=1-a-b;Parent=c;Sampled=0").sampled);
     }

@@ -303,7 +303,10 @@ impl Forwarder {
             return;
         }
         if wire::daemon_udp_part(&value).is_none() {
-            log!(Warn, "ignoring the function's daemon address {value:?}: not host:port or tcp:.. udp:..");
+            log!(
+                Warn,
+                "ignoring the function's daemon address {value:?}: not host:port or tcp:.. udp:.."
+            );
             return;
         }
         if self.daemon_from_function.as_deref() != Some(value.as_str()) {
@@ -328,7 +331,10 @@ impl Forwarder {
         }
         let value = self.daemon_value().to_owned();
         let Some(addr) = wire::resolve_daemon(&value).await else {
-            log!(Warn, "cannot resolve the daemon address {value:?}; keeping documents");
+            log!(
+                Warn,
+                "cannot resolve the daemon address {value:?}; keeping documents"
+            );
             return None;
         };
         match connect_udp(addr) {
@@ -377,7 +383,10 @@ impl Forwarder {
                     let writable =
                         tokio::time::timeout(Duration::from_millis(20), socket.writable()).await;
                     if stalls > 3 || writable.is_err() {
-                        log!(Debug, "the daemon socket is full; retrying on the next flush");
+                        log!(
+                            Debug,
+                            "the daemon socket is full; retrying on the next flush"
+                        );
                         break;
                     }
                 }
@@ -386,7 +395,10 @@ impl Forwarder {
                     self.requeue_last_sent();
                     if !self.unreachable {
                         let addr = self.daemon.as_ref().map(|d| d.addr);
-                        log!(Warn, "the daemon at {addr:?} is unreachable ({e}); keeping documents for the next flush");
+                        log!(
+                            Warn,
+                            "the daemon at {addr:?} is unreachable ({e}); keeping documents for the next flush"
+                        );
                         self.unreachable = true;
                     }
                     break;
@@ -494,8 +506,14 @@ impl Forwarder {
         }
         self.dropped_logged = dropped;
         self.drop_logged_at = Some(now);
-        let line = self.counters.snapshot(Some(self.buffer.len() as u64)).line();
-        log!(Warn, "dropped documents (buffer full, oldest first): {line}");
+        let line = self
+            .counters
+            .snapshot(Some(self.buffer.len() as u64))
+            .line();
+        log!(
+            Warn,
+            "dropped documents (buffer full, oldest first): {line}"
+        );
     }
 }
 

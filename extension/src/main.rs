@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_extension::{
-    Error, Extension, LambdaEvent, LambdaTelemetry, LambdaTelemetryRecord, LogBuffering,
-    NextEvent, SharedService, service_fn,
+    Error, Extension, LambdaEvent, LambdaTelemetry, LambdaTelemetryRecord, LogBuffering, NextEvent,
+    SharedService, service_fn,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -60,13 +60,22 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
         Err(e) => {
             // Still serve: the marker tells the function where we are.
             let fallback = (std::net::Ipv4Addr::LOCALHOST, 0).into();
-            log!(Error, "cannot listen on {}: {e}; using a free loopback port", config.listen);
+            log!(
+                Error,
+                "cannot listen on {}: {e}; using a free loopback port",
+                config.listen
+            );
             intake::bind(fallback)?
         }
     };
     let listen = socket.local_addr()?;
     let forwarder = ForwarderHandle::spawn(&config, counters.clone());
-    let intake = intake::spawn(socket, forwarder.clone(), counters.clone(), config.max_datagram)?;
+    let intake = intake::spawn(
+        socket,
+        forwarder.clone(),
+        counters.clone(),
+        config.max_datagram,
+    )?;
 
     if let Err(e) = marker::write(&config.marker, listen) {
         log!(
@@ -131,11 +140,10 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
 
     let run = registered.run();
     tokio::pin!(run);
-    tokio::select! {
-        result = &mut run => {
-            marker::remove(&config.marker);
-            result
-        }
+    let result = tokio::select! {
+        // Checked first: after SHUTDOWN the run loop's `next` may fail at
+        // once (the platform is going away), which is no error.
+        biased;
         Some(deadline) = shutdown_rx.recv() => {
             // Let the run loop call `next` once more: that is how the
             // platform learns the extension finished its shutdown work.
@@ -143,9 +151,15 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(200));
             let _ = tokio::time::timeout(grace, &mut run).await;
-            Ok(())
+            return Ok(());
         }
+        result = &mut run => result,
+    };
+    if shutdown_rx.try_recv().is_ok() {
+        return Ok(());
     }
+    marker::remove(&config.marker);
+    result
 }
 
 async fn on_event(
@@ -160,7 +174,10 @@ async fn on_event(
         NextEvent::Invoke(invoke) => {
             let request_id = invoke.request_id;
             forwarder
-                .invocation_started(request_id.clone(), TraceHeader::parse(&invoke.tracing.value))
+                .invocation_started(
+                    request_id.clone(),
+                    TraceHeader::parse(&invoke.tracing.value),
+                )
                 .await;
             if config.flush != FlushMode::EndOfInvocation {
                 return;
@@ -171,7 +188,10 @@ async fn on_event(
                 .await
                 .is_err()
             {
-                log!(Warn, "no platform.runtimeDone for {request_id} by its deadline; flushing anyway");
+                log!(
+                    Warn,
+                    "no platform.runtimeDone for {request_id} by its deadline; flushing anyway"
+                );
             }
             intake.drain().await;
             forwarder.flush().await;

@@ -165,17 +165,46 @@ mod tests {
             (b"", Rejection::BadHeader),
             (b"hello", Rejection::BadHeader),
             (b"{\"format\":\"json\",\"version\":1}", Rejection::BadHeader),
-            (b"{\"format\":\"json\",\"version\":2}\n{}", Rejection::BadHeader),
-            (b"{\"format\":\"xml\",\"version\":1}\n{}", Rejection::BadHeader),
-            (b"{\"format\":\"json\",\"version\":1}\n[1,2]", Rejection::BadDocument),
-            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":1,\"trace_id\":\"t\"}", Rejection::BadDocument),
-            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\"}", Rejection::BadDocument),
-            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"} x", Rejection::BadDocument),
-            (b"{\"format\":\"json\",\"version\":1}\n\xff\xfe", Rejection::NotUtf8),
-            (b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{}", Rejection::BadControl),
+            (
+                b"{\"format\":\"json\",\"version\":2}\n{}",
+                Rejection::BadHeader,
+            ),
+            (
+                b"{\"format\":\"xml\",\"version\":1}\n{}",
+                Rejection::BadHeader,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n[1,2]",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":1,\"trace_id\":\"t\"}",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\"}",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"} x",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n\xff\xfe",
+                Rejection::NotUtf8,
+            ),
+            (
+                b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{}",
+                Rejection::BadControl,
+            ),
         ];
         for (d, want) in cases {
-            assert_eq!(classify(d, MAX), Err(*want), "{:?}", String::from_utf8_lossy(d));
+            assert_eq!(
+                classify(d, MAX),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
         }
         assert_eq!(classify(&[b' '; 100], 99), Err(Rejection::Oversized));
     }

@@ -18,10 +18,13 @@ async fn documents_reach_daemon_before_next() {
     for round in 1..=3 {
         let (_, response) = platform.invoke(json!({"docs": 5, "echo": round})).await;
         assert_eq!(response, json!({"sent": 5, "echo": round}));
-        platform.sim.wait_for_frozen(LONG).await.unwrap();
+        platform.wait_frozen().await;
         // Frozen: nothing more can be sent, so whatever is due must be there.
         assert!(
-            platform.daemon.wait_for(5 * round, Duration::from_secs(5)).await,
+            platform
+                .daemon
+                .wait_for(5 * round, Duration::from_secs(5))
+                .await,
             "round {round}: only {} documents before the freeze",
             platform.daemon.count()
         );
@@ -59,8 +62,12 @@ async fn shutdown_forwards_everything_buffered() {
     })
     .await;
     platform.invoke(json!({"docs": 200, "pad": 200})).await;
-    platform.sim.wait_for_frozen(LONG).await.unwrap();
-    assert_eq!(platform.daemon.count(), 0, "periodic mode must not flush yet");
+    platform.wait_frozen().await;
+    assert_eq!(
+        platform.daemon.count(),
+        0,
+        "periodic mode must not flush yet"
+    );
     let started = std::time::Instant::now();
     let daemon_docs = {
         let counters = platform_shutdown_keep_daemon(platform).await;
@@ -111,7 +118,7 @@ async fn unreachable_daemon_documents_arrive_later() {
     );
     let daemon = common::Daemon::start_at(daemon_addr);
     let (second, _) = platform.invoke(json!({"docs": 30})).await;
-    platform.sim.wait_for_frozen(LONG).await.unwrap();
+    platform.wait_frozen().await;
     assert!(daemon.wait_for(60, Duration::from_secs(5)).await);
     let keys = fixture_keys(
         &daemon
@@ -122,7 +129,10 @@ async fn unreachable_daemon_documents_arrive_later() {
     );
     for request_id in [&first, &second] {
         for seq in 0..30 {
-            assert!(keys.contains(&(request_id.clone(), seq)), "lost {request_id}/{seq}");
+            assert!(
+                keys.contains(&(request_id.clone(), seq)),
+                "lost {request_id}/{seq}"
+            );
         }
     }
     assert_eq!(keys.len(), 60);
@@ -148,7 +158,7 @@ async fn over_the_bound_drops_are_counted() {
     assert!(extension.wait_for_line("dropped documents", LONG).await);
     let daemon = common::Daemon::start_at(daemon_addr);
     platform.invoke(json!({"docs": 0})).await;
-    platform.sim.wait_for_frozen(LONG).await.unwrap();
+    platform.wait_frozen().await;
     let arrived = || {
         daemon
             .datagrams()
@@ -171,7 +181,10 @@ async fn over_the_bound_drops_are_counted() {
     assert_eq!(seqs, (first..60).collect::<Vec<_>>(), "the newest survive");
     assert!(keys.iter().all(|(id, _)| id == &request_id));
     assert!(arrived_bytes <= BOUND);
-    assert!(arrived_bytes + smallest > BOUND - 2_000, "kept as many as fit");
+    assert!(
+        arrived_bytes + smallest > BOUND - 2_000,
+        "kept as many as fit"
+    );
     let counters = platform.shutdown().await.unwrap();
     assert_eq!(counters["received"], 60);
     assert_eq!(
@@ -205,7 +218,8 @@ async fn garbage_and_oversized_are_counted_and_survived() {
         b"{\"format\":\"lambda-xray-control\",\"version\":1}\nnope".to_vec(),
         vec![b'x'; 60_000],
         [
-            b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\",\"pad\":\"".as_slice(),
+            b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\",\"pad\":\""
+                .as_slice(),
             &[b'y'; 10_000],
             b"\"}",
         ]
@@ -219,9 +233,11 @@ async fn garbage_and_oversized_are_counted_and_survived() {
     platform
         .invoke(json!({"docs": 2, "pad": 5000, "garbage": 7}))
         .await;
-    let (_, response) = platform.invoke(json!({"docs": 10, "echo": "still here"})).await;
+    let (_, response) = platform
+        .invoke(json!({"docs": 10, "echo": "still here"}))
+        .await;
     assert_eq!(response, json!({"sent": 10, "echo": "still here"}));
-    platform.sim.wait_for_frozen(LONG).await.unwrap();
+    platform.wait_frozen().await;
     assert!(platform.daemon.wait_for(10, Duration::from_secs(5)).await);
     assert_eq!(platform.daemon.fixture_documents().len(), 10);
     assert_schema_valid(&platform.daemon.documents());
@@ -320,14 +336,26 @@ async fn forwarded_documents_validate_and_report_is_attached() {
         assert_eq!(report["metadata"]["lambda"]["request_id"], first.as_str());
         assert_eq!(report["annotations"]["cold_start"], true);
         assert_eq!(report["annotations"]["memory_size_mb"], 128);
-        assert!(report["annotations"]["max_memory_used_mb"].as_u64().is_some());
-        assert!(report["annotations"]["billed_duration_ms"].as_u64().is_some());
+        assert!(
+            report["annotations"]["max_memory_used_mb"]
+                .as_u64()
+                .is_some()
+        );
+        assert!(
+            report["annotations"]["billed_duration_ms"]
+                .as_u64()
+                .is_some()
+        );
         assert!(report["start_time"].as_f64() <= report["end_time"].as_f64());
         let later: Vec<_> = documents
             .iter()
             .filter(|d| d["name"] == "Lambda report" && d["trace_id"] != root.as_str())
             .collect();
-        assert!(later.iter().all(|d| d["annotations"]["cold_start"] == false));
+        assert!(
+            later
+                .iter()
+                .all(|d| d["annotations"]["cold_start"] == false)
+        );
         counters
     };
     assert_eq!(counters["received"], 7 + 3 + 1);
@@ -345,7 +373,10 @@ async fn unsampled_invocations_get_no_report() {
         )
         .await;
     platform
-        .invoke_with_header(json!({"docs": 0}), "Root=1-5759e988-bd862e3fe1be46a994272793")
+        .invoke_with_header(
+            json!({"docs": 0}),
+            "Root=1-5759e988-bd862e3fe1be46a994272793",
+        )
         .await;
     let counters = platform.shutdown().await.unwrap();
     assert_eq!(counters["enriched"], 0);

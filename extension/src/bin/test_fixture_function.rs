@@ -71,7 +71,8 @@ struct Sender {
 }
 
 fn discover() -> Result<Sender, Error> {
-    let daemon = std::env::var("AWS_XRAY_DAEMON_ADDRESS").unwrap_or_else(|_| "127.0.0.1:2000".into());
+    let daemon =
+        std::env::var("AWS_XRAY_DAEMON_ADDRESS").unwrap_or_else(|_| "127.0.0.1:2000".into());
     let marker = std::env::var("LAMBDA_XRAY_EXTENSION_MARKER")
         .unwrap_or_else(|_| "/tmp/.lambda-xray-extension".into());
     let socket = UdpSocket::bind("127.0.0.1:0")?;
@@ -111,7 +112,10 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
     let root = header_field(&header, "Root").unwrap_or("").to_owned();
     let parent = header_field(&header, "Parent").unwrap_or("").to_owned();
     let request_id = event.context.request_id;
-    let per_ms = request.docs.div_ceil(request.spread_ms.max(1));
+    // Even pacing: document `seq` goes out no earlier than `seq / docs` of
+    // the way through `spread_ms`.
+    let began = tokio::time::Instant::now();
+    let spread = Duration::from_millis(request.spread_ms);
     let pid = std::process::id();
     let pad = "x".repeat(request.pad);
     let mut datagram = Vec::with_capacity(1024 + request.pad);
@@ -136,14 +140,23 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
             },
         };
         datagram.clear();
-        serde_json::to_writer(&mut datagram, &Header { format: "json", version: 1 })?;
+        serde_json::to_writer(
+            &mut datagram,
+            &Header {
+                format: "json",
+                version: 1,
+            },
+        )?;
         datagram.push(b'\n');
         serde_json::to_writer(&mut datagram, &document)?;
         if sender.socket.send_to(&datagram, sender.target).is_ok() {
             sent += 1;
         }
-        if request.spread_ms > 0 && (seq + 1) % per_ms == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if request.spread_ms > 0 {
+            let due = began + spread.mul_f64((seq + 1) as f64 / request.docs as f64);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(due).await;
+            }
         }
     }
     for _ in 0..request.garbage {

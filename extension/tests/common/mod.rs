@@ -68,7 +68,10 @@ impl Daemon {
 
     /// A free port with nobody listening: an unreachable daemon.
     pub fn unreachable_addr() -> SocketAddr {
-        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
     }
 
     /// A daemon on `addr` (e.g. one that was unreachable until now).
@@ -246,7 +249,8 @@ impl Process {
 
     /// Current and peak resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -292,7 +296,9 @@ impl Default for Options {
             extension_env: Vec::new(),
             function_daemon: None,
             freeze: true,
-            extension_ready_timeout: LONG,
+            // The simulator's own wait for readiness can miss the moment
+            // (see `invoke_with_header`); then this is how late it freezes.
+            extension_ready_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -351,7 +357,10 @@ impl Platform {
             let mut env: Vec<(String, String)> = base_env.clone().into_iter().collect();
             env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
             env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
-            env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
+            env.push((
+                "LAMBDA_XRAY_EXTENSION_MARKER".into(),
+                marker.display().to_string(),
+            ));
             env.push(("LAMBDA_XRAY_EXTENSION_LOG_LEVEL".into(), "debug".into()));
             for (key, value) in &options.extension_env {
                 env.push(((*key).into(), value.clone()));
@@ -371,8 +380,14 @@ impl Platform {
         };
 
         let mut env: Vec<(String, String)> = base_env.into_iter().collect();
-        env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
-        env.push(("AWS_XRAY_DAEMON_ADDRESS".into(), function_daemon.to_string()));
+        env.push((
+            "LAMBDA_XRAY_EXTENSION_MARKER".into(),
+            marker.display().to_string(),
+        ));
+        env.push((
+            "AWS_XRAY_DAEMON_ADDRESS".into(),
+            function_daemon.to_string(),
+        ));
         let function = Process::spawn(&function_binary(), env, "function");
         if options.freeze {
             sim.register_freeze_pid(function.pid);
@@ -387,6 +402,14 @@ impl Platform {
             extension_alive,
             freeze: options.freeze,
         }
+    }
+
+    /// Waits until the platform froze the sandbox.
+    pub async fn wait_frozen(&self) {
+        assert!(
+            wait_until(LONG, || self.sim.is_frozen()).await,
+            "not frozen"
+        );
     }
 
     /// Runs one invocation with a sampled trace header and returns
@@ -408,23 +431,30 @@ impl Platform {
             .await
             .unwrap();
         assert_eq!(state.status, InvocationStatus::Success, "{state:?}");
+        // Polled rather than awaited: lambda-simulator 0.2.0's readiness and
+        // freeze waits check their condition before subscribing to the
+        // change, so a change in between is missed until the timeout.
         if self.extension_alive {
-            self.sim
-                .wait_for_extensions_ready(&request_id, LONG)
-                .await
-                .unwrap();
+            let mut ready = false;
+            let end = Instant::now() + LONG;
+            while !ready && Instant::now() < end {
+                ready = self.sim.are_extensions_ready(&request_id).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert!(ready, "extension did not call next for {request_id}");
         }
         if self.freeze {
-            // Wait for the freeze to finish before anything can thaw it:
-            // lambda-simulator 0.2.0 checks the freeze epoch before it sends
-            // SIGSTOP, so an invocation enqueued in between stays frozen forever.
-            self.sim.wait_for_frozen(LONG).await.unwrap();
+            // Wait for the freeze to finish before anything can thaw it: the
+            // simulator checks the freeze epoch before it sends SIGSTOP, so an
+            // invocation enqueued in between would stay frozen forever.
             let mut pids = vec![self.function.pid];
             if self.extension_alive {
                 pids.extend(self.extension.as_ref().map(|e| e.pid));
             }
             assert!(
-                wait_until(LONG, || pids.iter().all(|&pid| stopped(pid))).await,
+                wait_until(LONG, || self.sim.is_frozen()
+                    && pids.iter().all(|&pid| stopped(pid)))
+                .await,
                 "processes frozen"
             );
         }
