@@ -60,11 +60,7 @@ async fn load_10k_documents_per_second_for_10_seconds() {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
     };
-    eprintln!(
-        "CPU ticks: extension {} function {}",
-        cpu(extension_pid),
-        cpu(platform.function.pid)
-    );
+    let cpu_ticks = (cpu(extension_pid), cpu(platform.function.pid));
 
     // Frozen after the last invocation, so the extension cannot send more:
     // what is still coming was already in the daemon's socket.
