@@ -181,7 +181,7 @@ pub fn assert_schema_valid(documents: &[Value]) {
 pub struct Process {
     pub child: Child,
     pub pid: u32,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
     stderr_closed: Arc<AtomicBool>,
 }
 
@@ -207,7 +207,7 @@ impl Process {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 eprintln!("{tag}[{pid}] {line}");
-                sink.lock().unwrap().push(line);
+                sink.lock().unwrap().push((Instant::now(), line));
             }
             closed.store(true, Ordering::Relaxed);
         });
@@ -221,7 +221,21 @@ impl Process {
 
     /// stderr lines so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// When the first line containing `needle` was read.
+    pub fn line_seen_at(&self, needle: &str) -> Option<Instant> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(at, _)| *at)
     }
 
     /// Waits for a stderr line containing `needle`.
