@@ -388,6 +388,8 @@ async fn unsampled_invocations_get_no_report() {
 async fn continuous_mode_forwards_without_waiting_for_the_end() {
     let platform = Platform::start(Options {
         extension_env: vec![("LAMBDA_XRAY_EXTENSION_FLUSH", "continuous".into())],
+        // Not frozen between invocations, to see what happens in between.
+        freeze: false,
         ..Options::default()
     })
     .await;
@@ -396,8 +398,7 @@ async fn continuous_mode_forwards_without_waiting_for_the_end() {
         .parse()
         .unwrap();
     platform.invoke(json!({"docs": 0})).await;
-    // Sent straight to the intake between invocations, with no invocation
-    // running: continuous mode forwards it anyway (once thawed).
+    // Sent straight to the intake with no invocation running: forwarded anyway.
     let golden = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/golden/raw/001.dgram"
@@ -407,13 +408,23 @@ async fn continuous_mode_forwards_without_waiting_for_the_end() {
         .unwrap()
         .send_to(&golden, intake)
         .unwrap();
-    platform.invoke(json!({"docs": 5})).await;
     assert!(
         common::wait_until(LONG, || platform.daemon.datagrams().contains(&golden)).await,
-        "forwarded"
+        "forwarded between invocations"
     );
-    assert!(platform.daemon.wait_for(1 + 5, LONG).await);
+    // 10 documents over 5 s: the first ones reach the daemon while the
+    // invocation still runs (end-of-invocation mode would hold them).
+    {
+        let invoke = platform.invoke(json!({"docs": 10, "spread_ms": 5000}));
+        tokio::pin!(invoke);
+        tokio::select! {
+            _ = &mut invoke => panic!("the invocation ended before its documents were forwarded"),
+            arrived = platform.daemon.wait_for(1 + 3, LONG) => assert!(arrived),
+        }
+        invoke.await;
+    }
+    assert!(platform.daemon.wait_for(1 + 10, LONG).await);
     let counters = platform.shutdown().await.unwrap();
-    assert_eq!(counters["received"], 6);
+    assert_eq!(counters["received"], 11);
     assert_eq!(counters["dropped"], 0);
 }
