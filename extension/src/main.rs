@@ -54,6 +54,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
+    // The `lambda-extension` client panics without it; say why instead.
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Err("AWS_LAMBDA_RUNTIME_API is not set: not running as a Lambda extension".into());
+    }
     let counters = Arc::new(Counters::default());
     let socket = match intake::bind(config.listen) {
         Ok(socket) => socket,
@@ -129,7 +133,12 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
         .with_telemetry_port_number(telemetry_port)
         .with_telemetry_processor(telemetry)
         .register()
-        .await?;
+        .await
+        .inspect_err(|_| {
+            // Without registration nothing will be flushed: the function
+            // must not find us and send into the void.
+            marker::remove(&config.marker);
+        })?;
     log!(
         Info,
         "ready: listening on {listen}, telemetry on port {telemetry_port}, flush {:?}, buffer {} bytes, {:.3} ms after start",
