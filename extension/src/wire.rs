@@ -1,0 +1,245 @@
+//! The X-Ray daemon's UDP wire format, and the function's control message.
+//!
+//! One datagram is a header line, `\n`, and one JSON body. The header is
+//! parsed as JSON (as the daemon does), so whitespace does not matter.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The header the daemon expects in front of every document.
+pub const DOCUMENT_HEADER: &str = r#"{"format":"json","version":1}"#;
+/// `format` of the function's control message header.
+pub const CONTROL_FORMAT: &str = "lambda-xray-control";
+
+/// What one datagram turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Datagram {
+    /// A segment document in daemon format; forward the datagram as it is.
+    Document,
+    /// The function's control message.
+    Control(ControlMessage),
+}
+
+/// Why a datagram was rejected.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Rejection {
+    /// Larger than the accepted maximum.
+    Oversized,
+    /// Not UTF-8.
+    NotUtf8,
+    /// No `\n` after the header, or the header is not the JSON we accept.
+    BadHeader,
+    /// The body is not a JSON object with string `id` and `trace_id`.
+    BadDocument,
+    /// A control header with a body we do not understand.
+    BadControl,
+}
+
+/// Sent by the function-side library to tell the extension where the daemon is.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    /// The function's `AWS_XRAY_DAEMON_ADDRESS` value, either `host:port` or
+    /// `tcp:host:port udp:host:port`.
+    pub daemon_address: String,
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    format: Cow<'a, str>,
+    version: u64,
+}
+
+/// Only the fields we check; serde still checks the whole body is valid JSON.
+#[derive(Deserialize)]
+struct DocumentProbe<'a> {
+    #[serde(borrow)]
+    #[allow(dead_code)] // Read only to check it is a string.
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    trace_id: Cow<'a, str>,
+}
+
+/// Classifies one received datagram of `len` bytes (the receive buffer is one
+/// byte larger than `max_len`, so a longer datagram shows as `len > max_len`).
+pub fn classify(datagram: &[u8], max_len: usize) -> Result<Datagram, Rejection> {
+    if datagram.len() > max_len {
+        return Err(Rejection::Oversized);
+    }
+    let text = std::str::from_utf8(datagram).map_err(|_| Rejection::NotUtf8)?;
+    let (header, body) = text.split_once('\n').ok_or(Rejection::BadHeader)?;
+    let header: Header<'_> = serde_json::from_str(header).map_err(|_| Rejection::BadHeader)?;
+    if header.version != 1 {
+        return Err(Rejection::BadHeader);
+    }
+    match header.format.as_ref() {
+        "json" => {
+            // A struct also deserialises from a JSON array; only objects are documents.
+            if !body.trim_start().starts_with('{') {
+                return Err(Rejection::BadDocument);
+            }
+            serde_json::from_str::<DocumentProbe<'_>>(body).map_err(|_| Rejection::BadDocument)?;
+            Ok(Datagram::Document)
+        }
+        CONTROL_FORMAT => serde_json::from_str::<ControlMessage>(body)
+            .map(Datagram::Control)
+            .map_err(|_| Rejection::BadControl),
+        _ => Err(Rejection::BadHeader),
+    }
+}
+
+/// Frames a document for the daemon: header, `\n`, body.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::with_capacity(DOCUMENT_HEADER.len() + 1 + body.len());
+    datagram.extend_from_slice(DOCUMENT_HEADER.as_bytes());
+    datagram.push(b'\n');
+    datagram.extend_from_slice(body);
+    datagram
+}
+
+/// The UDP part of an `AWS_XRAY_DAEMON_ADDRESS` value, as `host:port`.
+///
+/// Accepts `host:port` and `tcp:host:port udp:host:port` (either order).
+pub fn daemon_udp_part(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    match parts.as_slice() {
+        [single] if !single.starts_with("tcp:") && !single.starts_with("udp:") => Some(single),
+        [a, b] => [a, b]
+            .into_iter()
+            .find_map(|p| p.strip_prefix("udp:"))
+            .filter(|_| a.starts_with("tcp:") || b.starts_with("tcp:")),
+        _ => None,
+    }
+}
+
+/// Resolves a daemon address value to a socket address.
+pub async fn resolve_daemon(value: &str) -> Option<SocketAddr> {
+    let host_port = daemon_udp_part(value)?;
+    if let Ok(addr) = host_port.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    // A host name (e.g. `localhost:2000`): rare, so the lookup cost is fine.
+    let lookup = tokio::net::lookup_host(host_port);
+    match tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
+        Ok(Ok(mut addrs)) => addrs.next(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 65536;
+
+    fn golden(n: u32) -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/golden/raw/{n:03}.dgram",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).unwrap_or_default()
+    }
+
+    #[test]
+    fn accepts_every_golden_datagram() {
+        for n in 1..=7 {
+            let d = golden(n);
+            assert!(!d.is_empty(), "golden {n} missing");
+            assert_eq!(classify(&d, MAX), Ok(Datagram::Document), "golden {n}");
+        }
+    }
+
+    #[test]
+    fn header_is_whitespace_insensitive() {
+        let d = b"{ \"version\" : 1 , \"format\" : \"json\" }\n{\"id\":\"a\",\"trace_id\":\"b\"}";
+        assert_eq!(classify(d, MAX), Ok(Datagram::Document));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let cases: &[(&[u8], Rejection)] = &[
+            (b"", Rejection::BadHeader),
+            (b"hello", Rejection::BadHeader),
+            (b"{\"format\":\"json\",\"version\":1}", Rejection::BadHeader),
+            (
+                b"{\"format\":\"json\",\"version\":2}\n{}",
+                Rejection::BadHeader,
+            ),
+            (
+                b"{\"format\":\"xml\",\"version\":1}\n{}",
+                Rejection::BadHeader,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n[1,2]",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":1,\"trace_id\":\"t\"}",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\"}",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"} x",
+                Rejection::BadDocument,
+            ),
+            (
+                b"{\"format\":\"json\",\"version\":1}\n\xff\xfe",
+                Rejection::NotUtf8,
+            ),
+            (
+                b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{}",
+                Rejection::BadControl,
+            ),
+        ];
+        for (d, want) in cases {
+            assert_eq!(
+                classify(d, MAX),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+        }
+        assert_eq!(classify(&[b' '; 100], 99), Err(Rejection::Oversized));
+    }
+
+    #[test]
+    fn control_message() {
+        let d = b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{\"daemon_address\":\"127.0.0.1:3000\"}";
+        assert_eq!(
+            classify(d, MAX),
+            Ok(Datagram::Control(ControlMessage {
+                daemon_address: "127.0.0.1:3000".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn daemon_address_forms() {
+        assert_eq!(daemon_udp_part("127.0.0.1:2000"), Some("127.0.0.1:2000"));
+        assert_eq!(
+            daemon_udp_part("tcp:127.0.0.1:2000 udp:127.0.0.2:2001"),
+            Some("127.0.0.2:2001")
+        );
+        assert_eq!(
+            daemon_udp_part("udp:10.0.0.1:2001 tcp:10.0.0.1:2000"),
+            Some("10.0.0.1:2001")
+        );
+        assert_eq!(daemon_udp_part("udp:10.0.0.1:2001"), None);
+        assert_eq!(daemon_udp_part("a b c"), None);
+    }
+
+    #[test]
+    fn frame_adds_header() {
+        assert_eq!(
+            frame(b"{}"),
+            b"{\"format\":\"json\",\"version\":1}\n{}".to_vec()
+        );
+    }
+}

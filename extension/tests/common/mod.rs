@@ -1,0 +1,502 @@
+//! A local Lambda platform for end-to-end tests: the `lambda-simulator` crate
+//! (Runtime, Extensions and Telemetry APIs, freeze/thaw with SIGSTOP/SIGCONT),
+//! a UDP socket standing in for the X-Ray daemon, and the real extension and
+//! function binaries as child processes, started the way Lambda starts them.
+//!
+//! Another function binary can be swapped in with `LAMBDA_XRAY_TEST_FUNCTION`
+//! (it must follow the fixture's payload contract, see
+//! `src/bin/test_fixture_function.rs`).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lambda_simulator::invocation::Invocation;
+use lambda_simulator::{FreezeMode, InvocationStatus, ShutdownReason, Simulator};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The extension under test: the one cargo built, unless
+/// `LAMBDA_XRAY_TEST_EXTENSION` names another (e.g. the release build for benchmarks).
+pub fn extension_binary() -> PathBuf {
+    std::env::var_os("LAMBDA_XRAY_TEST_EXTENSION")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lambda-xray-extension")))
+}
+/// Generous timeout for anything on a loaded 2-core machine.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// The function binary: the fixture unless `LAMBDA_XRAY_TEST_FUNCTION` is set.
+pub fn function_binary() -> PathBuf {
+    std::env::var_os("LAMBDA_XRAY_TEST_FUNCTION")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_test-fixture-function")))
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A UDP socket playing the X-Ray daemon; a thread stores every datagram.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// A daemon on a fresh port.
+    pub fn start() -> Self {
+        Self::start_at("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// A free port with nobody listening: an unreachable daemon.
+    pub fn unreachable_addr() -> SocketAddr {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A daemon on `addr` (e.g. one that was unreachable until now).
+    pub fn start_at(addr: SocketAddr) -> Self {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        // Like a real daemon, read fast and with room for bursts.
+        let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
+        socket.bind(&addr.into()).unwrap();
+        let socket: UdpSocket = socket.into();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let received = received.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 70_000];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        received.lock().unwrap().push(buf[..n].to_vec());
+                    }
+                }
+            })
+        };
+        Self {
+            addr,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Datagrams received so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Raw datagrams received so far.
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` datagrams arrived.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.count() >= n).await
+    }
+
+    /// Every datagram checked for the daemon format and parsed.
+    pub fn documents(&self) -> Vec<Value> {
+        self.datagrams()
+            .iter()
+            .map(|d| {
+                assert!(d.len() <= 64 * 1024, "datagram over 64 KiB");
+                let text = std::str::from_utf8(d).expect("datagram is UTF-8");
+                let (header, body) = text.split_once('\n').expect("header line");
+                let header: Value = serde_json::from_str(header).expect("header JSON");
+                assert_eq!(header, serde_json::json!({"format": "json", "version": 1}));
+                serde_json::from_str(body).expect("body JSON")
+            })
+            .collect()
+    }
+
+    /// Documents the fixture sent (not the extension's report subsegments).
+    pub fn fixture_documents(&self) -> Vec<Value> {
+        self.documents()
+            .into_iter()
+            .filter(|d| d["name"] == "fixture-work")
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Validates documents against `shared/xray-segment-schema.json`.
+pub fn assert_schema_valid(documents: &[Value]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/xray-segment-schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for document in documents {
+        let errors: Vec<String> = validator
+            .iter_errors(document)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{document} is not valid: {errors:?}");
+    }
+}
+
+/// A child process whose stderr lines are kept (and echoed for debugging).
+pub struct Process {
+    pub child: Child,
+    pub pid: u32,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr_closed: Arc<AtomicBool>,
+}
+
+impl Process {
+    /// Spawns `binary` with exactly `env`.
+    pub fn spawn(binary: &std::path::Path, env: Vec<(String, String)>, tag: &'static str) -> Self {
+        let mut child = Command::new(binary)
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        let stderr_closed = Arc::new(AtomicBool::new(false));
+        let closed = stderr_closed.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("{tag}[{pid}] {line}");
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+            closed.store(true, Ordering::Relaxed);
+        });
+        Self {
+            child,
+            pid,
+            lines,
+            stderr_closed,
+        }
+    }
+
+    /// stderr lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// When the first line containing `needle` was read.
+    pub fn line_seen_at(&self, needle: &str) -> Option<Instant> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(at, _)| *at)
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub async fn wait_for_line(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.lines().iter().any(|l| l.contains(needle))).await
+    }
+
+    /// The last `counters {..}` line the extension logged.
+    pub fn counters(&self) -> Option<Value> {
+        self.lines().iter().rev().find_map(|line| {
+            let (_, json) = line.split_once("counters ")?;
+            serde_json::from_str(json).ok()
+        })
+    }
+
+    /// Waits for the process to exit and its stderr to be read to the end.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        wait_until(timeout, || self.stderr_closed.load(Ordering::Relaxed)).await;
+        status
+    }
+
+    /// Current and peak resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// Whether a process is stopped (SIGSTOP) or gone.
+fn stopped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')),
+        Err(_) => true,
+    }
+}
+
+/// How to set up one test's platform.
+pub struct Options {
+    /// Run the extension at all.
+    pub extension: bool,
+    /// Extra environment for the extension.
+    pub extension_env: Vec<(&'static str, String)>,
+    /// The daemon address the function knows (and tells the extension);
+    /// `None` means the test daemon.
+    pub function_daemon: Option<SocketAddr>,
+    /// Freeze both processes (SIGSTOP) once an invocation is over, as Lambda does.
+    pub freeze: bool,
+    /// How long the platform waits for extensions to call `next`.
+    pub extension_ready_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extension: true,
+            extension_env: Vec::new(),
+            function_daemon: None,
+            freeze: true,
+            // The simulator's own wait for readiness can miss the moment
+            // (see `invoke_with_header`); then this is how late it freezes.
+            extension_ready_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One sandbox: platform, daemon, extension and function.
+pub struct Platform {
+    pub sim: Simulator,
+    pub daemon: Daemon,
+    pub marker: PathBuf,
+    pub extension: Option<Process>,
+    pub function: Process,
+    extension_alive: bool,
+    freeze: bool,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A sampled trace header with fresh ids.
+pub fn sampled_header() -> (String, String, String) {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let root = format!("1-{secs:08x}-{:012x}{:012x}", std::process::id(), n);
+    let parent = format!("{:016x}", (u64::from(std::process::id()) << 20) | n);
+    let header = format!("Root={root};Parent={parent};Sampled=1");
+    (header, root, parent)
+}
+
+impl Platform {
+    /// Starts the platform, then the extension (and waits until it registered),
+    /// then the function: Lambda's init order.
+    pub async fn start(options: Options) -> Self {
+        let mut builder = Simulator::builder()
+            .function_name("xray-fixture")
+            .memory_size_mb(128)
+            .invocation_timeout(LONG)
+            .extension_ready_timeout(options.extension_ready_timeout)
+            .shutdown_timeout(Duration::from_millis(2000));
+        if options.freeze {
+            builder = builder.freeze_mode(FreezeMode::Process);
+        }
+        let sim = builder.build().await.unwrap();
+        let daemon = Daemon::start();
+        let marker = std::env::temp_dir().join(format!(
+            "lambda-xray-extension-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&marker);
+        let base_env = sim.lambda_env_vars();
+        let function_daemon = options.function_daemon.unwrap_or(daemon.addr);
+
+        let extension = if options.extension {
+            let mut env: Vec<(String, String)> = base_env.clone().into_iter().collect();
+            env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
+            env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
+            env.push((
+                "LAMBDA_XRAY_EXTENSION_MARKER".into(),
+                marker.display().to_string(),
+            ));
+            env.push(("LAMBDA_XRAY_EXTENSION_LOG_LEVEL".into(), "debug".into()));
+            for (key, value) in &options.extension_env {
+                env.push(((*key).into(), value.clone()));
+            }
+            let process = Process::spawn(&extension_binary(), env, "extension");
+            assert!(
+                process.wait_for_line("ready:", LONG).await,
+                "extension did not register"
+            );
+            assert!(marker.exists(), "marker written before registering");
+            if options.freeze {
+                sim.register_freeze_pid(process.pid);
+            }
+            Some(process)
+        } else {
+            None
+        };
+
+        let mut env: Vec<(String, String)> = base_env.into_iter().collect();
+        env.push((
+            "LAMBDA_XRAY_EXTENSION_MARKER".into(),
+            marker.display().to_string(),
+        ));
+        env.push((
+            "AWS_XRAY_DAEMON_ADDRESS".into(),
+            function_daemon.to_string(),
+        ));
+        let function = Process::spawn(&function_binary(), env, "function");
+        if options.freeze {
+            sim.register_freeze_pid(function.pid);
+        }
+        let extension_alive = extension.is_some();
+        Self {
+            sim,
+            daemon,
+            marker,
+            extension,
+            function,
+            extension_alive,
+            freeze: options.freeze,
+        }
+    }
+
+    /// Waits until the platform froze the sandbox.
+    pub async fn wait_frozen(&self) {
+        assert!(
+            wait_until(LONG, || self.sim.is_frozen()).await,
+            "not frozen"
+        );
+    }
+
+    /// Runs one invocation with a sampled trace header and returns
+    /// (request id, response). Like Lambda, it returns only once the runtime
+    /// and the extension have both called `next` again.
+    pub async fn invoke(&self, payload: Value) -> (String, Value) {
+        let (header, _, _) = sampled_header();
+        self.invoke_with_header(payload, &header).await
+    }
+
+    /// As [`Self::invoke`], with a given `X-Amzn-Trace-Id` value.
+    pub async fn invoke_with_header(&self, payload: Value, header: &str) -> (String, Value) {
+        let mut invocation = Invocation::new(payload, LONG.as_millis() as u64);
+        invocation.trace_id = header.to_owned();
+        let request_id = self.sim.enqueue(invocation).await;
+        let state = self
+            .sim
+            .wait_for_invocation_complete(&request_id, LONG)
+            .await
+            .unwrap();
+        assert_eq!(state.status, InvocationStatus::Success, "{state:?}");
+        // Polled rather than awaited: lambda-simulator 0.2.0's readiness and
+        // freeze waits check their condition before subscribing to the
+        // change, so a change in between is missed until the timeout.
+        if self.extension_alive {
+            let mut ready = false;
+            let end = Instant::now() + LONG;
+            while !ready && Instant::now() < end {
+                ready = self.sim.are_extensions_ready(&request_id).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert!(ready, "extension did not call next for {request_id}");
+        }
+        if self.freeze {
+            // Wait for the freeze to finish before anything can thaw it: the
+            // simulator checks the freeze epoch before it sends SIGSTOP, so an
+            // invocation enqueued in between would stay frozen forever.
+            let mut pids = vec![self.function.pid];
+            if self.extension_alive {
+                pids.extend(self.extension.as_ref().map(|e| e.pid));
+            }
+            assert!(
+                wait_until(LONG, || self.sim.is_frozen()
+                    && pids.iter().all(|&pid| stopped(pid)))
+                .await,
+                "processes frozen"
+            );
+        }
+        (request_id, state.response.unwrap().payload)
+    }
+
+    /// SIGKILLs the extension, as if it crashed.
+    pub async fn kill_extension(&mut self) {
+        if let Some(extension) = &mut self.extension {
+            extension.child.kill().await.unwrap();
+        }
+        self.extension_alive = false;
+    }
+
+    /// Sends SHUTDOWN and waits for the extension to exit; returns its
+    /// final counters.
+    pub async fn shutdown(mut self) -> Option<Value> {
+        let started = Instant::now();
+        self.sim.graceful_shutdown(ShutdownReason::Spindown).await;
+        let extension = self.extension.as_mut()?;
+        let status = extension.wait_exit(LONG).await;
+        eprintln!(
+            "shutdown took {:?}, extension exit {status:?}",
+            started.elapsed()
+        );
+        if self.extension_alive {
+            assert!(!self.marker.exists(), "marker removed on shutdown");
+        }
+        extension.counters()
+    }
+}
