@@ -11,10 +11,7 @@ use std::time::Duration;
 use crate::log::Level;
 
 /// Where the intake listens unless `LAMBDA_XRAY_EXTENSION_LISTEN` says otherwise.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::LOCALHOST,
-    2001,
-));
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 2001));
 /// The marker file the function-side library reads to find the extension.
 pub const DEFAULT_MARKER: &str = "/tmp/.lambda-xray-extension";
 /// The X-Ray daemon's address inside Lambda.
@@ -64,10 +61,7 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
     let log_level = match var("LAMBDA_XRAY_EXTENSION_LOG_LEVEL") {
         None => Level::Info,
         Some(v) => Level::parse(&v).unwrap_or_else(|| {
-            log!(
-                Warn,
-                "LAMBDA_XRAY_EXTENSION_LOG_LEVEL={v:?} is not a level; using info"
-            );
+            log!(Warn, "LAMBDA_XRAY_EXTENSION_LOG_LEVEL={v:?} is not a level; using info");
             Level::Info
         }),
     };
@@ -78,70 +72,42 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
         Some(v) => match v.trim().parse::<SocketAddr>() {
             Ok(addr) if addr.ip().is_loopback() => addr,
             Ok(addr) => {
-                log!(
-                    Error,
-                    "LAMBDA_XRAY_EXTENSION_LISTEN={addr} is not a loopback address; refusing it and listening on {DEFAULT_LISTEN}"
-                );
+                log!(Error, "LAMBDA_XRAY_EXTENSION_LISTEN={addr} is not a loopback address; refusing it and listening on {DEFAULT_LISTEN}");
                 DEFAULT_LISTEN
             }
             Err(_) => {
-                log!(
-                    Error,
-                    "LAMBDA_XRAY_EXTENSION_LISTEN={v:?} is not ip:port; listening on {DEFAULT_LISTEN}"
-                );
+                log!(Error, "LAMBDA_XRAY_EXTENSION_LISTEN={v:?} is not ip:port; listening on {DEFAULT_LISTEN}");
                 DEFAULT_LISTEN
             }
         },
     };
 
-    let marker = var("LAMBDA_XRAY_EXTENSION_MARKER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MARKER));
+    let marker = var("LAMBDA_XRAY_EXTENSION_MARKER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_MARKER));
 
     let daemon_override = var("LAMBDA_XRAY_EXTENSION_DAEMON_ADDRESS");
 
     let buffer_bytes = number(&var, "LAMBDA_XRAY_EXTENSION_BUFFER_BYTES")
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            default_buffer_bytes(number(&var, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or(128))
-        });
+        .unwrap_or_else(|| default_buffer_bytes(number(&var, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or(128)));
 
-    let max_datagram = number(&var, "LAMBDA_XRAY_EXTENSION_MAX_DATAGRAM_BYTES")
-        .filter(|&n| n > 0)
-        .map_or(MAX_DATAGRAM, |n| n.min(MAX_DATAGRAM));
+    let max_datagram =
+        number(&var, "LAMBDA_XRAY_EXTENSION_MAX_DATAGRAM_BYTES").filter(|&n| n > 0).map_or(MAX_DATAGRAM, |n| n.min(MAX_DATAGRAM));
 
-    let interval = number(&var, "LAMBDA_XRAY_EXTENSION_FLUSH_INTERVAL_MS")
-        .filter(|&n| n > 0)
-        .unwrap_or(1000);
-    let flush = match var("LAMBDA_XRAY_EXTENSION_FLUSH")
-        .map(|v| v.trim().to_ascii_lowercase())
-        .as_deref()
-    {
+    let interval = number(&var, "LAMBDA_XRAY_EXTENSION_FLUSH_INTERVAL_MS").filter(|&n| n > 0).unwrap_or(1000);
+    let flush = match var("LAMBDA_XRAY_EXTENSION_FLUSH").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("end-of-invocation") => FlushMode::EndOfInvocation,
         Some("periodic") => FlushMode::Periodic(Duration::from_millis(interval as u64)),
         Some("continuous") => FlushMode::Continuous,
         Some(other) => {
-            log!(
-                Warn,
-                "LAMBDA_XRAY_EXTENSION_FLUSH={other:?} is not end-of-invocation|periodic|continuous; using end-of-invocation"
-            );
+            log!(Warn, "LAMBDA_XRAY_EXTENSION_FLUSH={other:?} is not end-of-invocation|periodic|continuous; using end-of-invocation");
             FlushMode::EndOfInvocation
         }
     };
 
-    let telemetry_port = number(&var, "LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT")
-        .and_then(|n| u16::try_from(n).ok())
-        .unwrap_or(DEFAULT_TELEMETRY_PORT);
+    let telemetry_port =
+        number(&var, "LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT").and_then(|n| u16::try_from(n).ok()).unwrap_or(DEFAULT_TELEMETRY_PORT);
 
-    Config {
-        listen,
-        marker,
-        daemon_override,
-        buffer_bytes,
-        max_datagram,
-        flush,
-        telemetry_port,
-    }
+    Config { listen, marker, daemon_override, buffer_bytes, max_datagram, flush, telemetry_port }
 }
 
 /// 3 % of the function's memory, like the X-Ray daemon's own buffer, kept
@@ -155,10 +121,7 @@ fn number(var: &impl Fn(&str) -> Option<String>, name: &str) -> Option<usize> {
     match value.trim().parse::<usize>() {
         Ok(n) => Some(n),
         Err(_) => {
-            log!(
-                Warn,
-                "{name}={value:?} is not a whole number; using the default"
-            );
+            log!(Warn, "{name}={value:?} is not a whole number; using the default");
             None
         }
     }
@@ -170,10 +133,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         from_lookup(|k| map.get(k).cloned())
     }
 
@@ -190,16 +150,8 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_listen() {
-        assert_eq!(
-            config(&[("LAMBDA_XRAY_EXTENSION_LISTEN", "0.0.0.0:2001")]).listen,
-            DEFAULT_LISTEN
-        );
-        assert_eq!(
-            config(&[("LAMBDA_XRAY_EXTENSION_LISTEN", "127.0.0.1:0")])
-                .listen
-                .port(),
-            0
-        );
+        assert_eq!(config(&[("LAMBDA_XRAY_EXTENSION_LISTEN", "0.0.0.0:2001")]).listen, DEFAULT_LISTEN);
+        assert_eq!(config(&[("LAMBDA_XRAY_EXTENSION_LISTEN", "127.0.0.1:0")]).listen.port(), 0);
     }
 
     #[test]
@@ -212,10 +164,7 @@ mod tests {
         ]);
         assert_eq!(c.flush, FlushMode::Periodic(Duration::from_millis(250)));
         assert_eq!(c.buffer_bytes, default_buffer_bytes(1024));
-        assert_eq!(
-            config(&[("LAMBDA_XRAY_EXTENSION_FLUSH", "sometimes")]).flush,
-            FlushMode::EndOfInvocation
-        );
+        assert_eq!(config(&[("LAMBDA_XRAY_EXTENSION_FLUSH", "sometimes")]).flush, FlushMode::EndOfInvocation);
     }
 
     #[test]

@@ -63,9 +63,6 @@ impl Counters {
 impl Snapshot {
     /// The log line: `counters {"received":..}`; tests and log filters key on `counters `.
     pub fn line(&self) -> String {
-        format!(
-            "counters {}",
-            serde_json::to_string(self).unwrap_or_default()
-        )
+        format!("counters {}", serde_json::to_string(self).unwrap_or_default())
     }
 }

@@ -106,11 +106,7 @@ pub const SUBSEGMENT_NAME: &str = "Lambda report";
 ///
 /// It spans the invocation as the report measures it: it ends when the report
 /// was emitted and starts `durationMs` earlier.
-pub fn report_subsegment(
-    header: &TraceHeader,
-    report: &Report,
-    cold_start: bool,
-) -> Option<Vec<u8>> {
+pub fn report_subsegment(header: &TraceHeader, report: &Report, cold_start: bool) -> Option<Vec<u8>> {
     let (trace_id, parent_id) = header.sampled_ids()?;
     let end_time = round_micros(report.time);
     let start_time = round_micros(end_time - report.duration_ms / 1000.0);
@@ -130,13 +126,7 @@ pub fn report_subsegment(
             duration_ms: report.duration_ms,
             init_duration_ms: report.init_duration_ms,
         },
-        metadata: HashMap::from([(
-            "lambda",
-            Metadata {
-                request_id: &report.request_id,
-                status: &report.status,
-            },
-        )]),
+        metadata: HashMap::from([("lambda", Metadata { request_id: &report.request_id, status: &report.status })]),
     };
     serde_json::to_vec(&subsegment).ok()
 }
@@ -149,11 +139,7 @@ fn round_micros(seconds: f64) -> f64 {
 /// spares a dependency for ids that need only be unique, not secret.
 fn new_id() -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     format!("{:016x}", hasher.finish())
 }
 
@@ -163,30 +149,17 @@ mod tests {
 
     #[test]
     fn parses_headers() {
-        let h = TraceHeader::parse(
-            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a:1",
-        );
-        assert_eq!(
-            h.sampled_ids(),
-            Some(("1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8"))
-        );
-        assert_eq!(
-            TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793").sampled_ids(),
-            None
-        );
-        assert_eq!(
-            TraceHeader::parse("Root=;Parent=;Sampled=1").sampled_ids(),
-            None
-        );
+        let h = TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a:1");
+        assert_eq!(h.sampled_ids(), Some(("1-5759e988-bd862e3fe1be46a994272793", "53995c3f42cd8ad8")));
+        assert_eq!(TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793").sampled_ids(), None);
+        assert_eq!(TraceHeader::parse("Root=;Parent=;Sampled=1").sampled_ids(), None);
         assert_eq!(TraceHeader::parse(";;garbage==;").sampled_ids(), None);
         assert!(!TraceHeader::parse("Root=1-a-b;Parent=c;Sampled=0").sampled);
     }
 
     #[test]
     fn builds_subsegment() {
-        let header = TraceHeader::parse(
-            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
-        );
+        let header = TraceHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1");
         let report = Report {
             request_id: "r1".into(),
             status: "success".into(),

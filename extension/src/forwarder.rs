@@ -36,28 +36,12 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
 enum Command {
     Document(Bytes),
     DaemonAddress(String),
-    InvocationStarted {
-        request_id: String,
-        trace: TraceHeader,
-    },
-    RuntimeDone {
-        request_id: String,
-    },
-    WaitRuntimeDone {
-        request_id: String,
-        reply: oneshot::Sender<()>,
-    },
-    Report {
-        report: Report,
-        trace: Option<TraceHeader>,
-    },
-    Flush {
-        reply: oneshot::Sender<()>,
-    },
-    Shutdown {
-        deadline: Instant,
-        reply: oneshot::Sender<Snapshot>,
-    },
+    InvocationStarted { request_id: String, trace: TraceHeader },
+    RuntimeDone { request_id: String },
+    WaitRuntimeDone { request_id: String, reply: oneshot::Sender<()> },
+    Report { report: Report, trace: Option<TraceHeader> },
+    Flush { reply: oneshot::Sender<()> },
+    Shutdown { deadline: Instant, reply: oneshot::Sender<Snapshot> },
 }
 
 /// Cloneable handle to the forwarder task.
@@ -106,10 +90,7 @@ impl ForwarderHandle {
 
     /// Records an INVOKE event's trace header for the report subsegment.
     pub async fn invocation_started(&self, request_id: String, trace: TraceHeader) {
-        let _ = self
-            .tx
-            .send(Command::InvocationStarted { request_id, trace })
-            .await;
+        let _ = self.tx.send(Command::InvocationStarted { request_id, trace }).await;
     }
 
     /// Records `platform.runtimeDone`.
@@ -120,12 +101,7 @@ impl ForwarderHandle {
     /// Returns once `platform.runtimeDone` for `request_id` has arrived.
     pub async fn wait_runtime_done(&self, request_id: String) {
         let (reply, done) = oneshot::channel();
-        if self
-            .tx
-            .send(Command::WaitRuntimeDone { request_id, reply })
-            .await
-            .is_ok()
-        {
+        if self.tx.send(Command::WaitRuntimeDone { request_id, reply }).await.is_ok() {
             let _ = done.await;
         }
     }
@@ -147,10 +123,7 @@ impl ForwarderHandle {
     /// Flushes until the buffer is empty or `deadline`; returns the counters.
     pub async fn shutdown(&self, deadline: Instant) -> Option<Snapshot> {
         let (reply, done) = oneshot::channel();
-        self.tx
-            .send(Command::Shutdown { deadline, reply })
-            .await
-            .ok()?;
+        self.tx.send(Command::Shutdown { deadline, reply }).await.ok()?;
         done.await.ok()
     }
 }
@@ -237,9 +210,7 @@ impl Forwarder {
                 remember(&mut self.invocations, (request_id, trace));
             }
             Command::RuntimeDone { request_id } => {
-                let (ready, waiting) = std::mem::take(&mut self.waiters)
-                    .into_iter()
-                    .partition(|(id, _)| id == &request_id);
+                let (ready, waiting) = std::mem::take(&mut self.waiters).into_iter().partition(|(id, _)| id == &request_id);
                 self.waiters = waiting;
                 for (_, reply) in ready {
                     let _ = reply.send(());
@@ -296,17 +267,11 @@ impl Forwarder {
 
     fn set_function_daemon(&mut self, value: String) {
         if self.daemon_override.is_some() {
-            log!(
-                Debug,
-                "ignoring the function's daemon address {value:?}: LAMBDA_XRAY_EXTENSION_DAEMON_ADDRESS is set"
-            );
+            log!(Debug, "ignoring the function's daemon address {value:?}: LAMBDA_XRAY_EXTENSION_DAEMON_ADDRESS is set");
             return;
         }
         if wire::daemon_udp_part(&value).is_none() {
-            log!(
-                Warn,
-                "ignoring the function's daemon address {value:?}: not host:port or tcp:.. udp:.."
-            );
+            log!(Warn, "ignoring the function's daemon address {value:?}: not host:port or tcp:.. udp:..");
             return;
         }
         if self.daemon_from_function.as_deref() != Some(value.as_str()) {
@@ -319,10 +284,7 @@ impl Forwarder {
     /// The daemon address in force: the extension's setting, else what the
     /// function said, else Lambda's well-known address.
     fn daemon_value(&self) -> &str {
-        self.daemon_override
-            .as_deref()
-            .or(self.daemon_from_function.as_deref())
-            .unwrap_or(DEFAULT_DAEMON)
+        self.daemon_override.as_deref().or(self.daemon_from_function.as_deref()).unwrap_or(DEFAULT_DAEMON)
     }
 
     async fn connect(&mut self) -> Option<Arc<UdpSocket>> {
@@ -331,20 +293,14 @@ impl Forwarder {
         }
         let value = self.daemon_value().to_owned();
         let Some(addr) = wire::resolve_daemon(&value).await else {
-            log!(
-                Warn,
-                "cannot resolve the daemon address {value:?}; keeping documents"
-            );
+            log!(Warn, "cannot resolve the daemon address {value:?}; keeping documents");
             return None;
         };
         match connect_udp(addr) {
             Ok(socket) => {
                 log!(Debug, "forwarding to the daemon at {addr}");
                 let socket = Arc::new(socket);
-                self.daemon = Some(Daemon {
-                    addr,
-                    socket: socket.clone(),
-                });
+                self.daemon = Some(Daemon { addr, socket: socket.clone() });
                 Some(socket)
             }
             Err(e) => {
@@ -380,13 +336,9 @@ impl Forwarder {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.requeue(datagram);
                     stalls += 1;
-                    let writable =
-                        tokio::time::timeout(Duration::from_millis(20), socket.writable()).await;
+                    let writable = tokio::time::timeout(Duration::from_millis(20), socket.writable()).await;
                     if stalls > 3 || writable.is_err() {
-                        log!(
-                            Debug,
-                            "the daemon socket is full; retrying on the next flush"
-                        );
+                        log!(Debug, "the daemon socket is full; retrying on the next flush");
                         break;
                     }
                 }
@@ -395,10 +347,7 @@ impl Forwarder {
                     self.requeue_last_sent();
                     if !self.unreachable {
                         let addr = self.daemon.as_ref().map(|d| d.addr);
-                        log!(
-                            Warn,
-                            "the daemon at {addr:?} is unreachable ({e}); keeping documents for the next flush"
-                        );
+                        log!(Warn, "the daemon at {addr:?} is unreachable ({e}); keeping documents for the next flush");
                         self.unreachable = true;
                     }
                     break;
@@ -461,11 +410,7 @@ impl Forwarder {
             }
             let pause = Duration::from_millis(20);
             if Instant::now() + pause >= deadline {
-                log!(
-                    Warn,
-                    "shutdown deadline reached with {} documents unsent",
-                    self.buffer.len()
-                );
+                log!(Warn, "shutdown deadline reached with {} documents unsent", self.buffer.len());
                 return;
             }
             tokio::time::sleep(pause).await;
@@ -497,23 +442,13 @@ impl Forwarder {
             return;
         }
         let now = Instant::now();
-        if !force
-            && self
-                .drop_logged_at
-                .is_some_and(|at| now.duration_since(at) < DROP_LOG_EVERY)
-        {
+        if !force && self.drop_logged_at.is_some_and(|at| now.duration_since(at) < DROP_LOG_EVERY) {
             return;
         }
         self.dropped_logged = dropped;
         self.drop_logged_at = Some(now);
-        let line = self
-            .counters
-            .snapshot(Some(self.buffer.len() as u64))
-            .line();
-        log!(
-            Warn,
-            "dropped documents (buffer full, oldest first): {line}"
-        );
+        let line = self.counters.snapshot(Some(self.buffer.len() as u64)).line();
+        log!(Warn, "dropped documents (buffer full, oldest first): {line}");
     }
 }
 
@@ -527,11 +462,8 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
 
 /// A connected socket, so the kernel reports a refusing daemon to us.
 fn connect_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = if addr.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let local: SocketAddr =
+        if addr.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let socket = std::net::UdpSocket::bind(local)?;
     socket.connect(addr)?;
     socket.set_nonblocking(true)?;

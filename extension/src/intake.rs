@@ -117,10 +117,7 @@ impl Intake {
             Ok(Datagram::Document) => {
                 Counters::bump(&self.counters.received);
                 // The original bytes go to the daemon: no re-serialisation.
-                if !self
-                    .forwarder
-                    .offer_document(Bytes::copy_from_slice(datagram))
-                {
+                if !self.forwarder.offer_document(Bytes::copy_from_slice(datagram)) {
                     Counters::bump(&self.counters.dropped);
                 }
             }

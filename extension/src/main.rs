@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_extension::{
-    Error, Extension, LambdaEvent, LambdaTelemetry, LambdaTelemetryRecord, LogBuffering, NextEvent,
-    SharedService, service_fn,
+    Error, Extension, LambdaEvent, LambdaTelemetry, LambdaTelemetryRecord, LogBuffering, NextEvent, SharedService, service_fn,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -34,10 +33,7 @@ use intake::IntakeHandle;
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let config = config::from_lookup(|name| std::env::var(name).ok());
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             log!(Error, "cannot start the async runtime: {e}");
@@ -64,29 +60,16 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
         Err(e) => {
             // Still serve: the marker tells the function where we are.
             let fallback = (std::net::Ipv4Addr::LOCALHOST, 0).into();
-            log!(
-                Error,
-                "cannot listen on {}: {e}; using a free loopback port",
-                config.listen
-            );
+            log!(Error, "cannot listen on {}: {e}; using a free loopback port", config.listen);
             intake::bind(fallback)?
         }
     };
     let listen = socket.local_addr()?;
     let forwarder = ForwarderHandle::spawn(&config, counters.clone());
-    let intake = intake::spawn(
-        socket,
-        forwarder.clone(),
-        counters.clone(),
-        config.max_datagram,
-    )?;
+    let intake = intake::spawn(socket, forwarder.clone(), counters.clone(), config.max_datagram)?;
 
     if let Err(e) = marker::write(&config.marker, listen) {
-        log!(
-            Warn,
-            "cannot write the marker {}: {e}; the function will send to the daemon directly",
-            config.marker.display()
-        );
+        log!(Warn, "cannot write the marker {}: {e}; the function will send to the daemon directly", config.marker.display());
     }
 
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<Instant>(1);
@@ -125,11 +108,7 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
         .with_telemetry_types(&["platform"])
         // The shortest buffering Lambda allows: runtimeDone arrives sooner,
         // so the end-of-invocation flush adds less to the invocation.
-        .with_telemetry_buffering(LogBuffering {
-            timeout_ms: 25,
-            max_bytes: 262_144,
-            max_items: 1_000,
-        })
+        .with_telemetry_buffering(LogBuffering { timeout_ms: 25, max_bytes: 262_144, max_items: 1_000 })
         .with_telemetry_port_number(telemetry_port)
         .with_telemetry_processor(telemetry)
         .register()
@@ -182,25 +161,14 @@ async fn on_event(
     match event.next {
         NextEvent::Invoke(invoke) => {
             let request_id = invoke.request_id;
-            forwarder
-                .invocation_started(
-                    request_id.clone(),
-                    TraceHeader::parse(&invoke.tracing.value),
-                )
-                .await;
+            forwarder.invocation_started(request_id.clone(), TraceHeader::parse(&invoke.tracing.value)).await;
             if config.flush != FlushMode::EndOfInvocation {
                 return;
             }
             // Wait for the handler to finish, never past the invocation's deadline.
             let wait = instant_of(invoke.deadline_ms);
-            if tokio::time::timeout_at(wait, forwarder.wait_runtime_done(request_id.clone()))
-                .await
-                .is_err()
-            {
-                log!(
-                    Warn,
-                    "no platform.runtimeDone for {request_id} by its deadline; flushing anyway"
-                );
+            if tokio::time::timeout_at(wait, forwarder.wait_runtime_done(request_id.clone())).await.is_err() {
+                log!(Warn, "no platform.runtimeDone for {request_id} by its deadline; flushing anyway");
             }
             intake.drain().await;
             forwarder.flush().await;
@@ -212,12 +180,7 @@ async fn on_event(
             intake.drain().await;
             let snapshot = forwarder.shutdown(deadline).await;
             let snapshot = snapshot.unwrap_or_else(|| counters.snapshot(None));
-            log!(
-                Info,
-                "shutdown ({}): {}",
-                shutdown_event.shutdown_reason,
-                snapshot.line()
-            );
+            log!(Info, "shutdown ({}): {}", shutdown_event.shutdown_reason, snapshot.line());
             marker::remove(&config.marker);
             let _ = shutdown.try_send(instant_of(shutdown_event.deadline_ms));
         }
@@ -230,19 +193,10 @@ async fn on_telemetry(batch: Vec<LambdaTelemetry>, forwarder: &ForwarderHandle) 
             LambdaTelemetryRecord::PlatformRuntimeDone { request_id, .. } => {
                 forwarder.runtime_done(request_id).await;
             }
-            LambdaTelemetryRecord::PlatformReport {
-                request_id,
-                status,
-                metrics,
-                tracing,
-                ..
-            } => {
+            LambdaTelemetryRecord::PlatformReport { request_id, status, metrics, tracing, .. } => {
                 let report = Report {
                     request_id,
-                    status: serde_json::to_value(&status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    status: serde_json::to_value(&status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                     time: event.time.timestamp_micros() as f64 / 1e6,
                     duration_ms: metrics.duration_ms,
                     billed_duration_ms: metrics.billed_duration_ms,
@@ -260,9 +214,7 @@ async fn on_telemetry(batch: Vec<LambdaTelemetry>, forwarder: &ForwarderHandle) 
 
 /// A wall-clock deadline (epoch milliseconds) as a monotonic instant.
 fn instant_of(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
@@ -273,9 +225,7 @@ fn free_telemetry_port(configured: u16) -> u16 {
     if configured != 0 && std::net::TcpListener::bind(("0.0.0.0", configured)).is_ok() {
         return configured;
     }
-    let free = std::net::TcpListener::bind(("0.0.0.0", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port());
+    let free = std::net::TcpListener::bind(("0.0.0.0", 0)).and_then(|listener| listener.local_addr()).map(|addr| addr.port());
     match free {
         Ok(port) => {
             if configured != 0 {

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 /// a reader sees either no file or the whole address.
 pub fn write(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string()
-        .push(format!(".tmp-{}", std::process::id()));
+    tmp.as_mut_os_string().push(format!(".tmp-{}", std::process::id()));
     std::fs::write(&tmp, addr.to_string())?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

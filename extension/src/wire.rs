@@ -84,9 +84,7 @@ pub fn classify(datagram: &[u8], max_len: usize) -> Result<Datagram, Rejection> 
             serde_json::from_str::<DocumentProbe<'_>>(body).map_err(|_| Rejection::BadDocument)?;
             Ok(Datagram::Document)
         }
-        CONTROL_FORMAT => serde_json::from_str::<ControlMessage>(body)
-            .map(Datagram::Control)
-            .map_err(|_| Rejection::BadControl),
+        CONTROL_FORMAT => serde_json::from_str::<ControlMessage>(body).map(Datagram::Control).map_err(|_| Rejection::BadControl),
         _ => Err(Rejection::BadHeader),
     }
 }
@@ -108,10 +106,7 @@ pub fn daemon_udp_part(value: &str) -> Option<&str> {
     let parts: Vec<&str> = value.split_whitespace().collect();
     match parts.as_slice() {
         [single] if !single.starts_with("tcp:") && !single.starts_with("udp:") => Some(single),
-        [a, b] => [a, b]
-            .into_iter()
-            .find_map(|p| p.strip_prefix("udp:"))
-            .filter(|_| a.starts_with("tcp:") || b.starts_with("tcp:")),
+        [a, b] => [a, b].into_iter().find_map(|p| p.strip_prefix("udp:")).filter(|_| a.starts_with("tcp:") || b.starts_with("tcp:")),
         _ => None,
     }
 }
@@ -137,10 +132,7 @@ mod tests {
     const MAX: usize = 65536;
 
     fn golden(n: u32) -> Vec<u8> {
-        let path = format!(
-            "{}/../../shared/golden/raw/{n:03}.dgram",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../../shared/golden/raw/{n:03}.dgram", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(path).unwrap_or_default()
     }
 
@@ -165,46 +157,17 @@ mod tests {
             (b"", Rejection::BadHeader),
             (b"hello", Rejection::BadHeader),
             (b"{\"format\":\"json\",\"version\":1}", Rejection::BadHeader),
-            (
-                b"{\"format\":\"json\",\"version\":2}\n{}",
-                Rejection::BadHeader,
-            ),
-            (
-                b"{\"format\":\"xml\",\"version\":1}\n{}",
-                Rejection::BadHeader,
-            ),
-            (
-                b"{\"format\":\"json\",\"version\":1}\n[1,2]",
-                Rejection::BadDocument,
-            ),
-            (
-                b"{\"format\":\"json\",\"version\":1}\n{\"id\":1,\"trace_id\":\"t\"}",
-                Rejection::BadDocument,
-            ),
-            (
-                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\"}",
-                Rejection::BadDocument,
-            ),
-            (
-                b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"} x",
-                Rejection::BadDocument,
-            ),
-            (
-                b"{\"format\":\"json\",\"version\":1}\n\xff\xfe",
-                Rejection::NotUtf8,
-            ),
-            (
-                b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{}",
-                Rejection::BadControl,
-            ),
+            (b"{\"format\":\"json\",\"version\":2}\n{}", Rejection::BadHeader),
+            (b"{\"format\":\"xml\",\"version\":1}\n{}", Rejection::BadHeader),
+            (b"{\"format\":\"json\",\"version\":1}\n[1,2]", Rejection::BadDocument),
+            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":1,\"trace_id\":\"t\"}", Rejection::BadDocument),
+            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\"}", Rejection::BadDocument),
+            (b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"} x", Rejection::BadDocument),
+            (b"{\"format\":\"json\",\"version\":1}\n\xff\xfe", Rejection::NotUtf8),
+            (b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{}", Rejection::BadControl),
         ];
         for (d, want) in cases {
-            assert_eq!(
-                classify(d, MAX),
-                Err(*want),
-                "{:?}",
-                String::from_utf8_lossy(d)
-            );
+            assert_eq!(classify(d, MAX), Err(*want), "{:?}", String::from_utf8_lossy(d));
         }
         assert_eq!(classify(&[b' '; 100], 99), Err(Rejection::Oversized));
     }
@@ -212,34 +175,20 @@ mod tests {
     #[test]
     fn control_message() {
         let d = b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{\"daemon_address\":\"127.0.0.1:3000\"}";
-        assert_eq!(
-            classify(d, MAX),
-            Ok(Datagram::Control(ControlMessage {
-                daemon_address: "127.0.0.1:3000".into()
-            }))
-        );
+        assert_eq!(classify(d, MAX), Ok(Datagram::Control(ControlMessage { daemon_address: "127.0.0.1:3000".into() })));
     }
 
     #[test]
     fn daemon_address_forms() {
         assert_eq!(daemon_udp_part("127.0.0.1:2000"), Some("127.0.0.1:2000"));
-        assert_eq!(
-            daemon_udp_part("tcp:127.0.0.1:2000 udp:127.0.0.2:2001"),
-            Some("127.0.0.2:2001")
-        );
-        assert_eq!(
-            daemon_udp_part("udp:10.0.0.1:2001 tcp:10.0.0.1:2000"),
-            Some("10.0.0.1:2001")
-        );
+        assert_eq!(daemon_udp_part("tcp:127.0.0.1:2000 udp:127.0.0.2:2001"), Some("127.0.0.2:2001"));
+        assert_eq!(daemon_udp_part("udp:10.0.0.1:2001 tcp:10.0.0.1:2000"), Some("10.0.0.1:2001"));
         assert_eq!(daemon_udp_part("udp:10.0.0.1:2001"), None);
         assert_eq!(daemon_udp_part("a b c"), None);
     }
 
     #[test]
     fn frame_adds_header() {
-        assert_eq!(
-            frame(b"{}"),
-            b"{\"format\":\"json\",\"version\":1}\n{}".to_vec()
-        );
+        assert_eq!(frame(b"{}"), b"{\"format\":\"json\",\"version\":1}\n{}".to_vec());
     }
 }

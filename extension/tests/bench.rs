@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use lambda_xray_e2e::platform as common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -35,10 +35,7 @@ async fn bench_startup_and_idle_rss() {
         let mut env: Vec<(String, String)> = sim.lambda_env_vars().into_iter().collect();
         env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
         env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
-        env.push((
-            "LAMBDA_XRAY_EXTENSION_MARKER".into(),
-            marker.display().to_string(),
-        ));
+        env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
         // A plain child and a blocking reader thread, so the figure is not
         // the test runtime's scheduling.
         let started = Instant::now();
@@ -60,11 +57,7 @@ async fn bench_startup_and_idle_rss() {
             (seen, line.unwrap().unwrap())
         });
         let pid = child.id();
-        assert!(
-            wait_until(Duration::from_secs(10), || reader.is_finished()
-                || std::fs::metadata(&marker).is_ok())
-            .await
-        );
+        assert!(wait_until(Duration::from_secs(10), || reader.is_finished() || std::fs::metadata(&marker).is_ok()).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let rss: f64 = status
@@ -79,11 +72,7 @@ async fn bench_startup_and_idle_rss() {
         let _ = child.wait();
         let (seen, line) = reader.join().unwrap();
         external.push(seen.duration_since(started).as_secs_f64() * 1000.0);
-        let ms: f64 = line
-            .rsplit_once(", ")
-            .and_then(|(_, tail)| tail.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let ms: f64 = line.rsplit_once(", ").and_then(|(_, tail)| tail.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap();
         internal.push(ms);
     }
     println!(
@@ -116,11 +105,7 @@ fn offer(intake: SocketAddr, datagram: Vec<u8>, rate: u64) -> (u64, Duration) {
 }
 
 fn golden_datagram() -> Vec<u8> {
-    std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/golden/raw/001.dgram"
-    ))
-    .unwrap()
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/raw/001.dgram")).unwrap()
 }
 
 /// Intake rate: documents offered at a paced rate for one second straight to
@@ -132,21 +117,12 @@ async fn bench_intake_rate() {
     for rate in [50_000u64, 100_000, 150_000, 200_000] {
         let platform = Platform::start(Options {
             freeze: false,
-            extension_env: vec![(
-                "LAMBDA_XRAY_EXTENSION_BUFFER_BYTES",
-                (1usize << 30).to_string(),
-            )],
+            extension_env: vec![("LAMBDA_XRAY_EXTENSION_BUFFER_BYTES", (1usize << 30).to_string())],
             ..Options::default()
         })
         .await;
-        let intake: SocketAddr = std::fs::read_to_string(&platform.marker)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let (sent, took) =
-            tokio::task::spawn_blocking(move || offer(intake, golden_datagram(), rate))
-                .await
-                .unwrap();
+        let intake: SocketAddr = std::fs::read_to_string(&platform.marker).unwrap().parse().unwrap();
+        let (sent, took) = tokio::task::spawn_blocking(move || offer(intake, golden_datagram(), rate)).await.unwrap();
         let rss = platform.extension.as_ref().unwrap().rss_kib();
         let counters = platform.shutdown().await.unwrap();
         let received = counters["received"].as_u64().unwrap();
@@ -171,25 +147,12 @@ async fn bench_continuous_forwarding() {
     })
     .await;
     let extension = platform.extension.as_ref().unwrap();
-    assert!(
-        extension
-            .wait_for_line("daemon address from the function", Duration::from_secs(10))
-            .await
-    );
-    let intake: SocketAddr = std::fs::read_to_string(&platform.marker)
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert!(extension.wait_for_line("daemon address from the function", Duration::from_secs(10)).await);
+    let intake: SocketAddr = std::fs::read_to_string(&platform.marker).unwrap().parse().unwrap();
     for rate in [20_000u64, 50_000] {
         let before = platform.daemon.count();
-        let (sent, took) =
-            tokio::task::spawn_blocking(move || offer(intake, golden_datagram(), rate))
-                .await
-                .unwrap();
-        wait_until(Duration::from_secs(5), || {
-            platform.daemon.count() - before >= sent as usize
-        })
-        .await;
+        let (sent, took) = tokio::task::spawn_blocking(move || offer(intake, golden_datagram(), rate)).await.unwrap();
+        wait_until(Duration::from_secs(5), || platform.daemon.count() - before >= sent as usize).await;
         let arrived = platform.daemon.count() - before;
         println!(
             "BENCH continuous: offered {rate}/s for {took:.2?}: {arrived} of {sent} at the daemon ({:.1} % lost)",

@@ -47,6 +47,7 @@ pub(crate) enum Current {
 
 impl Current {
     /// Whether both designate the same entity of the same invocation.
+    #[cfg(feature = "tracing-bridge")]
     pub(crate) fn same_as(&self, other: &Current) -> bool {
         match (self, other) {
             (Current::Outside, Current::Outside) | (Current::Untraced, Current::Untraced) => true,

@@ -65,11 +65,13 @@ fn begin_in(cur: &mut Current, name: &str) -> Result<Inner, ()> {
 /// Opens a subsegment under `ctx` without touching the thread's current
 /// context; `ctx` becomes the context in which it is current. `None` when
 /// `ctx` is outside any invocation.
+#[cfg(feature = "tracing-bridge")]
 pub(crate) fn begin_child(ctx: &mut Current, name: &str) -> Option<Subsegment> {
     begin_in(ctx, name).ok().map(|inner| Subsegment { inner })
 }
 
 /// Runs `f` on the document of the current subsegment, if it is recorded.
+#[cfg(feature = "tracing-bridge")]
 pub(crate) fn with_current_doc(f: impl FnOnce(&mut Document)) {
     let target = with_current(|c| match c {
         Current::Sampled { inv, node: Some((r, _)) } => Some((inv.clone(), *r)),

@@ -31,7 +31,9 @@ fn rust_target_installed(triple: &str) -> bool {
 
 fn build(root: &Path, triple: &str) -> Result<PathBuf, Error> {
     let venv_bin = root.join(".venv/bin");
-    let path = std::env::join_paths(std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))?;
+    let path = std::env::join_paths(
+        std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
     let has_zigbuild = std::env::split_paths(&path).any(|p| p.join("cargo-zigbuild").exists());
     if !has_zigbuild {
         return Err("cargo-zigbuild is not installed: run scripts/setup-python.sh (installs cargo-zigbuild and ziglang into .venv)".into());
@@ -77,7 +79,10 @@ fn run() -> Result<(), Error> {
         Some(b) => b,
         None => {
             if !rust_target_installed(triple) {
-                return Err(format!("the Rust target {triple} is not installed: run `rustup target add {triple}` to build the {arch_name} layer").into());
+                return Err(format!(
+                    "the Rust target {triple} is not installed: run `rustup target add {triple}` to build the {arch_name} layer"
+                )
+                .into());
             }
             build(&root, triple)?
         }

@@ -2,22 +2,23 @@
 //!
 //! - [`Daemon`]: a UDP listener on 127.0.0.1 standing in for the X-Ray daemon;
 //!   it keeps every datagram it receives.
-//! - [`LocalLambda`]: the Lambda Runtime API (from the `lambda-simulator`
-//!   crate) on 127.0.0.1, with a real function binary run as a child process
-//!   against it, as Lambda runs `bootstrap`.
+//! - [`platform::Platform`]: the Lambda Runtime, Extensions and Telemetry APIs
+//!   (from the `lambda-simulator` crate) on 127.0.0.1, with the real extension
+//!   and a real function binary run as child processes against them, as
+//!   Lambda runs them, including freeze (SIGSTOP) between invocations.
 //! - [`schema`], [`parse_datagram`] and [`waterfall`]: checking and showing what
 //!   arrived.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lambda_simulator::invocation::Invocation;
-use lambda_simulator::process::{ManagedProcess, ProcessConfig, ProcessRole};
-use lambda_simulator::{InvocationStatus, Simulator};
 use serde_json::Value;
 
+pub mod platform;
 pub mod schema;
 pub mod waterfall;
 
@@ -42,35 +43,41 @@ pub fn bin_path(name: &str) -> Result<PathBuf, Error> {
 /// A stand-in X-Ray daemon: a UDP socket on 127.0.0.1 that keeps what it gets.
 ///
 /// It drains the socket on a thread of its own with a 4 MiB receive buffer, so
-/// bursts from the function are not lost while the test runtime is busy.
+/// bursts are not lost while the test runtime is busy.
 pub struct Daemon {
-    addr: std::net::SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
-    /// Binds an ephemeral port on 127.0.0.1 and starts receiving.
-    pub async fn start() -> Result<Self, Error> {
-        Self::bind("127.0.0.1:0").await
+    /// A daemon on a fresh port of 127.0.0.1.
+    pub fn start() -> Result<Self, Error> {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Binds `addr` (e.g. to come back on a port that was down).
-    pub async fn bind(addr: &str) -> Result<Self, Error> {
-        let addr: std::net::SocketAddr = addr.parse()?;
+    /// A free port with nobody listening: an unreachable daemon.
+    pub fn unreachable_addr() -> Result<SocketAddr, Error> {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    }
+
+    /// A daemon on `addr` (e.g. one that was unreachable until now).
+    pub fn start_at(addr: SocketAddr) -> Result<Self, Error> {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         // Best effort: the kernel caps it at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(4 << 20);
         socket.bind(&addr.into())?;
         let socket: std::net::UdpSocket = socket.into();
-        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let addr = socket.local_addr()?;
         let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (sink, stopped) = (received.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 70_000];
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 if let Ok(n) = socket.recv(&mut buf)
                     && let Ok(mut v) = sink.lock()
                 {
@@ -78,7 +85,7 @@ impl Daemon {
                 }
             }
         });
-        Ok(Daemon { addr, received, stop })
+        Ok(Daemon { addr, received, stop, thread: Some(thread) })
     }
 
     /// `host:port` to put in `AWS_XRAY_DAEMON_ADDRESS`.
@@ -86,21 +93,48 @@ impl Daemon {
         self.addr.to_string()
     }
 
+    /// Datagrams received so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
     /// Every datagram so far.
     pub fn datagrams(&self) -> Vec<Vec<u8>> {
         self.received.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Every document so far (datagrams that don't parse are an error).
-    pub fn documents(&self) -> Result<Vec<Value>, Error> {
+    /// Every document so far; a datagram not in the daemon format is an error.
+    pub fn try_documents(&self) -> Result<Vec<Value>, Error> {
         self.datagrams().iter().map(|d| parse_datagram(d)).collect()
+    }
+
+    /// Every document so far; panics on a datagram not in the daemon format
+    /// or over 64 KiB.
+    pub fn documents(&self) -> Vec<Value> {
+        self.datagrams()
+            .iter()
+            .map(|d| {
+                assert!(d.len() <= 64 * 1024, "datagram of {} bytes", d.len());
+                parse_datagram(d).unwrap_or_else(|e| panic!("bad datagram: {e}"))
+            })
+            .collect()
+    }
+
+    /// Documents the extension's test fixture sent (not report subsegments).
+    pub fn fixture_documents(&self) -> Vec<Value> {
+        self.documents().into_iter().filter(|d| d["name"] == "fixture-work").collect()
+    }
+
+    /// Waits until at least `n` datagrams arrived.
+    pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> bool {
+        platform::wait_until(timeout, || self.count() >= n).await
     }
 
     /// Waits until `done(documents)` holds, or `timeout`.
     pub async fn wait_for(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Result<Vec<Value>, Error> {
         let start = Instant::now();
         loop {
-            let docs = self.documents()?;
+            let docs = self.try_documents()?;
             if done(&docs) {
                 return Ok(docs);
             }
@@ -115,9 +149,9 @@ impl Daemon {
     pub async fn settle(&self, quiet: Duration) -> Result<Vec<Value>, Error> {
         let mut last = usize::MAX;
         loop {
-            let n = self.datagrams().len();
+            let n = self.count();
             if n == last {
-                return self.documents();
+                return self.try_documents();
             }
             last = n;
             tokio::time::sleep(quiet).await;
@@ -134,7 +168,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -169,60 +206,6 @@ pub fn new_trace_header(sampled: bool) -> (String, String, String) {
     let parent = lambda_xray::EntityId::random().to_string();
     let header = format!("Root={root};Parent={parent};Sampled={}", if sampled { 1 } else { 0 });
     (header, root, parent)
-}
-
-/// The Runtime API on loopback with a function process running against it.
-pub struct LocalLambda {
-    simulator: Simulator,
-    function: Option<ManagedProcess>,
-}
-
-impl LocalLambda {
-    /// Starts the Runtime API and the function binary `binary` (a file name in
-    /// the workspace's target dir) with `env` on top of Lambda's variables.
-    pub async fn start(binary: &str, function_name: &str, env: &[(&str, String)]) -> Result<Self, Error> {
-        let simulator = Simulator::builder().function_name(function_name).build().await?;
-        let mut config =
-            ProcessConfig::new(bin_path(binary)?, ProcessRole::Runtime).inherit_stdio(std::env::var_os("E2E_VERBOSE").is_some());
-        for (k, v) in env {
-            config = config.env(*k, v.clone());
-        }
-        let function = simulator.spawn_process_with_config(config)?;
-        Ok(LocalLambda { simulator, function: Some(function) })
-    }
-
-    /// Invokes the function with `payload` and the trace header `trace` (the
-    /// `Lambda-Runtime-Trace-Id` value; `None` sends none), and waits for it.
-    pub async fn invoke(&self, payload: Value, trace: Option<&str>, timeout: Duration) -> Result<Outcome, Error> {
-        let mut invocation = Invocation::new(payload, timeout.as_millis() as u64);
-        invocation.trace_id = trace.unwrap_or_default().to_owned();
-        let request_id = self.simulator.enqueue(invocation).await;
-        let state = self.simulator.wait_for_invocation_complete(&request_id, timeout + Duration::from_secs(10)).await?;
-        match (state.status, state.response, state.error) {
-            (InvocationStatus::Success, Some(r), _) => Ok(Outcome::Response(r.payload)),
-            (_, _, Some(e)) => Ok(Outcome::Error { error_type: e.error_type, error_message: e.error_message }),
-            (status, _, _) => Err(format!("invocation ended as {status:?} with neither response nor error").into()),
-        }
-    }
-
-    /// The function's process id.
-    pub fn function_pid(&self) -> Option<u32> {
-        self.function.as_ref().map(ManagedProcess::pid)
-    }
-
-    /// Stops the function process.
-    pub fn stop(&mut self) {
-        if let Some(mut f) = self.function.take() {
-            let _ = f.kill();
-            let _ = f.wait();
-        }
-    }
-}
-
-impl Drop for LocalLambda {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Groups documents by `trace_id`.

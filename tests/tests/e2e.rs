@@ -4,21 +4,19 @@
 
 use std::time::Duration;
 
-use lambda_xray_e2e::{Daemon, LocalLambda, Outcome, flatten, new_trace_header, parse_datagram, schema};
+use lambda_xray_e2e::platform::{Options, Platform};
+use lambda_xray_e2e::{Daemon, Outcome, flatten, new_trace_header, parse_datagram, schema};
 use serde_json::{Value, json};
 
 type R = Result<(), lambda_xray_e2e::Error>;
 const T: Duration = Duration::from_secs(10);
 
-async fn start(daemon: &Daemon, extra: &[(&str, String)]) -> Result<LocalLambda, lambda_xray_e2e::Error> {
-    let mut env = vec![
-        ("AWS_XRAY_DAEMON_ADDRESS", daemon.address()),
-        ("POWERTOOLS_SERVICE_NAME", "e2e".to_owned()),
-        // Never pick up an extension marker left on this machine.
-        ("LAMBDA_XRAY_EXTENSION_MARKER", "/nonexistent/lambda-xray-e2e".to_owned()),
-    ];
-    env.extend(extra.iter().cloned());
-    LocalLambda::start("sample-basic", "e2e-function", &env).await
+/// `sample-basic` sending straight to the daemon (no extension, no freeze:
+/// the extension's own tests cover those).
+async fn start(extra: &[(&'static str, String)]) -> Platform {
+    let mut function_env = vec![("POWERTOOLS_SERVICE_NAME", "e2e".to_owned())];
+    function_env.extend(extra.iter().cloned());
+    Platform::start(Options { extension: false, freeze: false, function: "sample-basic", function_env, ..Options::default() }).await
 }
 
 /// Every datagram parses as header + JSON and validates against the schema.
@@ -43,15 +41,15 @@ fn handler_done(root: &str) -> impl Fn(&[Value]) -> bool + '_ {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_invocations_nest_under_the_lambda_segment() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let mut cold_starts = Vec::new();
     for name in ["Ada", "Grace"] {
         let (header, root, parent) = new_trace_header(true);
-        let outcome = function.invoke(json!({"name": name}), Some(&header), T).await?;
+        let outcome = function.invoke_outcome(json!({"name": name}), Some(&header), T).await;
         assert_eq!(outcome, Outcome::Response(json!({"message": format!("Hello, {name}! Visit number 42.")})));
         daemon.wait_for(T, handler_done(&root)).await?;
-        let docs: Vec<Value> = check_all_datagrams(&daemon)?.into_iter().filter(|d| d["trace_id"] == root.as_str()).collect();
+        let docs: Vec<Value> = check_all_datagrams(daemon)?.into_iter().filter(|d| d["trace_id"] == root.as_str()).collect();
         // One closed subtree: one document.
         assert_eq!(docs.len(), 1, "{docs:#?}");
         let handler = &docs[0];
@@ -87,8 +85,8 @@ async fn sampled_invocations_nest_under_the_lambda_segment() -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_untraced_and_malformed_headers_send_nothing() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let expected = Outcome::Response(json!({"message": "Hello, Ada! Visit number 42."}));
     let (unsampled, root, parent) = new_trace_header(false);
     let headers: Vec<Option<String>> = vec![
@@ -101,12 +99,12 @@ async fn unsampled_untraced_and_malformed_headers_send_nothing() -> R {
         Some("x".repeat(10 * 1024)),
     ];
     for h in &headers {
-        let outcome = function.invoke(json!({"name": "Ada"}), h.as_deref(), T).await?;
+        let outcome = function.invoke_outcome(json!({"name": "Ada"}), h.as_deref(), T).await;
         assert_eq!(outcome, expected, "header {h:?}");
     }
     // A sampled invocation afterwards proves the daemon path works, and is all that arrives.
     let (header, root, _) = new_trace_header(true);
-    function.invoke(json!({"name": "Ada"}), Some(&header), T).await?;
+    function.invoke_outcome(json!({"name": "Ada"}), Some(&header), T).await;
     let docs = daemon.wait_for(T, handler_done(&root)).await?;
     let docs_after = daemon.settle(Duration::from_millis(200)).await?;
     assert_eq!(docs.len(), 1);
@@ -117,15 +115,15 @@ async fn unsampled_untraced_and_malformed_headers_send_nothing() -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_error_is_a_fault_with_the_error_chain() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let (header, root, _) = new_trace_header(true);
-    let outcome = function.invoke(json!({"name": "Edsger", "fail": true}), Some(&header), T).await?;
+    let outcome = function.invoke_outcome(json!({"name": "Edsger", "fail": true}), Some(&header), T).await;
     let Outcome::Error { error_message, .. } = &outcome else { panic!("expected an error, got {outcome:?}") };
     assert_eq!(error_message, "profile of Edsger is corrupt");
 
     daemon.wait_for(T, handler_done(&root)).await?;
-    let docs = check_all_datagrams(&daemon)?;
+    let docs = check_all_datagrams(daemon)?;
     let entities = flatten(&docs);
     let (_, handler) = find(&entities, "## handler")[0];
     assert_eq!(handler["fault"], true);
@@ -146,39 +144,39 @@ async fn handler_error_is_a_fault_with_the_error_chain() -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_recorded_and_reported_exactly_as_without_tracing() -> R {
-    let daemon = Daemon::start().await?;
-    let traced = start(&daemon, &[]).await?;
-    let untraced = start(&daemon, &[("SAMPLE_WITHOUT_TRACING", "1".to_owned())]).await?;
+    let traced = start(&[]).await;
+    let daemon = &traced.daemon;
+    let untraced = start(&[("SAMPLE_WITHOUT_TRACING", "1".to_owned())]).await;
     let (header, root, _) = new_trace_header(true);
-    let with = traced.invoke(json!({"panic": true}), Some(&header), T).await?;
-    let without = untraced.invoke(json!({"panic": true}), Some(&new_trace_header(true).0), T).await?;
+    let with = traced.invoke_outcome(json!({"panic": true}), Some(&header), T).await;
+    let without = untraced.invoke_outcome(json!({"panic": true}), Some(&new_trace_header(true).0), T).await;
     assert!(matches!(with, Outcome::Error { .. }), "{with:?}");
     assert_eq!(with, without);
 
     daemon.wait_for(T, handler_done(&root)).await?;
-    let docs = check_all_datagrams(&daemon)?;
+    let docs = check_all_datagrams(daemon)?;
     assert!(docs.iter().all(|d| d["trace_id"] == root.as_str()), "the disabled function sent something");
     let handler = &docs[0];
     assert_eq!(handler["fault"], true);
     assert_eq!(handler["cause"]["exceptions"][0]["message"], "the sample was asked to panic");
 
     // The function keeps serving.
-    let after = traced.invoke(json!({"name": "Ada"}), Some(&new_trace_header(true).0), T).await?;
+    let after = traced.invoke_outcome(json!({"name": "Ada"}), Some(&new_trace_header(true).0), T).await;
     assert_eq!(after, Outcome::Response(json!({"message": "Hello, Ada! Visit number 42."})));
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_metadata_is_split_into_datagrams_under_64_kib() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let (header, root, _) = new_trace_header(true);
-    function.invoke(json!({"metadata_kb": 200}), Some(&header), T).await?;
+    function.invoke_outcome(json!({"metadata_kb": 200}), Some(&header), T).await;
     daemon.wait_for(T, handler_done(&root)).await?;
     let sizes: Vec<usize> = daemon.datagrams().iter().map(Vec::len).collect();
     assert!(sizes.len() > 1);
     assert!(sizes.iter().all(|&s| s <= 63 * 1024), "{sizes:?}");
-    let docs = check_all_datagrams(&daemon)?;
+    let docs = check_all_datagrams(daemon)?;
     let entities = flatten(&docs);
     let handler_id = find(&entities, "## handler")[0].1["id"].clone();
     let bulk = find(&entities, "bulk metadata");
@@ -193,12 +191,12 @@ async fn oversized_metadata_is_split_into_datagrams_under_64_kib() -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_children_stream_out_and_all_arrive_once() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let (header, root, _) = new_trace_header(true);
-    function.invoke(json!({"children": 250}), Some(&header), T).await?;
+    function.invoke_outcome(json!({"children": 250}), Some(&header), T).await;
     daemon.wait_for(T, handler_done(&root)).await?;
-    let docs = check_all_datagrams(&daemon)?;
+    let docs = check_all_datagrams(daemon)?;
     let entities = flatten(&docs);
     let mut indexes: Vec<i64> = find(&entities, "child").iter().filter_map(|(_, d)| d["annotations"]["index"].as_i64()).collect();
     indexes.sort();
@@ -210,23 +208,21 @@ async fn many_children_stream_out_and_all_arrive_once() -> R {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_is_flushed_before_the_deadline_of_a_function_that_times_out() -> R {
-    let daemon = Daemon::start().await?;
-    let function = start(&daemon, &[]).await?;
+    let function = start(&[]).await;
+    let daemon = &function.daemon;
     let (header, root, parent) = new_trace_header(true);
     // 1 s deadline, 20 s of work: Lambda would kill it at the deadline.
     let started = std::time::Instant::now();
-    let pending = {
-        let header = header.clone();
-        let payload = json!({"name": "Ada", "sleep_ms": 20_000});
-        async move { function.invoke(payload, Some(&header), Duration::from_millis(1000)).await.map(|_| function) }
+    let invocation = function.invoke_outcome(json!({"name": "Ada", "sleep_ms": 20_000}), Some(&header), Duration::from_millis(1000));
+    tokio::pin!(invocation);
+    let flushed = daemon.wait_for(T, |docs| {
+        docs.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler" && d["in_progress"] == true)
+            && docs.iter().any(|d| d["name"] == "slow work" && d["in_progress"] == true)
+    });
+    let docs = tokio::select! {
+        docs = flushed => docs?,
+        outcome = &mut invocation => panic!("the invocation ended before the deadline flush: {outcome:?}"),
     };
-    let waiting = tokio::spawn(pending);
-    let docs = daemon
-        .wait_for(T, |docs| {
-            docs.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler" && d["in_progress"] == true)
-                && docs.iter().any(|d| d["name"] == "slow work" && d["in_progress"] == true)
-        })
-        .await?;
     let flushed_after = started.elapsed();
     assert!(flushed_after < Duration::from_millis(1500), "flushed after {flushed_after:?}");
     for d in &docs {
@@ -241,8 +237,7 @@ async fn work_is_flushed_before_the_deadline_of_a_function_that_times_out() -> R
         assert_eq!(found.len(), 1, "{done}");
         assert!(found[0].1["end_time"].is_number());
     }
-    // The simulator does not enforce timeouts: dropping the invocation (and
-    // with it the function) kills the process, as Lambda would at the deadline.
-    waiting.abort();
+    // The simulator does not enforce timeouts: dropping the platform kills
+    // the function, as Lambda would at the deadline.
     Ok(())
 }

@@ -3,23 +3,24 @@
 
 use std::time::Duration;
 
-use lambda_xray_e2e::{Daemon, LocalLambda, Outcome, flatten, new_trace_header, parse_datagram, schema};
+use lambda_xray_e2e::platform::{Options, Platform};
+use lambda_xray_e2e::{Outcome, flatten, new_trace_header, parse_datagram, schema};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instrumented_spans_become_a_schema_valid_subsegment_tree() -> Result<(), lambda_xray_e2e::Error> {
-    let daemon = Daemon::start().await?;
-    let env = [("AWS_XRAY_DAEMON_ADDRESS", daemon.address()), ("LAMBDA_XRAY_EXTENSION_MARKER", "/nonexistent/lambda-xray-e2e".to_owned())];
-    let function = LocalLambda::start("sample-instrumented", "instrumented", &env).await?;
+    let function =
+        Platform::start(Options { extension: false, freeze: false, function: "sample-instrumented", ..Options::default() }).await;
+    let daemon = &function.daemon;
 
     // Unsampled: same answer, nothing sent.
-    let unsampled = function.invoke(json!({"items": 3}), Some(&new_trace_header(false).0), T).await?;
+    let unsampled = function.invoke_outcome(json!({"items": 3}), Some(&new_trace_header(false).0), T).await;
     assert_eq!(unsampled, Outcome::Response(json!({"total": 36})));
 
     let (header, root, parent) = new_trace_header(true);
-    let outcome = function.invoke(json!({"items": 3, "bad_item": 1}), Some(&header), T).await?;
+    let outcome = function.invoke_outcome(json!({"items": 3, "bad_item": 1}), Some(&header), T).await;
     assert_eq!(outcome, Outcome::Response(json!({"total": 24})));
     let docs = daemon.wait_for(T, |d| d.iter().any(|d| d["name"] == "## handler" && d["trace_id"] == root.as_str())).await?;
     let docs = {

@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use lambda_xray_e2e::{Daemon, LocalLambda, new_trace_header, waterfall};
+use lambda_xray_e2e::platform::{Options, Platform};
+use lambda_xray_e2e::{new_trace_header, waterfall};
 use serde_json::json;
 
 fn chromium() -> String {
@@ -18,14 +19,13 @@ async fn html_waterfall_renders_every_row_in_chromium() -> Result<(), lambda_xra
         std::path::Path::new(&chromium()).exists(),
         "headless Chromium is needed: run scripts/setup-system.sh (installs Debian's chromium) or set CHROMIUM"
     );
-    let daemon = Daemon::start().await?;
-    let env = [("AWS_XRAY_DAEMON_ADDRESS", daemon.address()), ("LAMBDA_XRAY_EXTENSION_MARKER", "/nonexistent/x".to_owned())];
-    let function = LocalLambda::start("sample-basic", "waterfall", &env).await?;
+    let function = Platform::start(Options { extension: false, freeze: false, function: "sample-basic", ..Options::default() }).await;
+    let daemon = &function.daemon;
     let mut waterfalls = Vec::new();
     for payload in [json!({"name": "Ada"}), json!({"name": "Bob", "fail": true})] {
         daemon.clear();
         let (header, root, _) = new_trace_header(true);
-        function.invoke(payload, Some(&header), Duration::from_secs(10)).await?;
+        function.invoke_outcome(payload, Some(&header), Duration::from_secs(10)).await;
         let docs = daemon
             .wait_for(Duration::from_secs(10), |d| d.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler"))
             .await?;

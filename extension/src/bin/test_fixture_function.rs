@@ -71,14 +71,10 @@ struct Sender {
 }
 
 fn discover() -> Result<Sender, Error> {
-    let daemon =
-        std::env::var("AWS_XRAY_DAEMON_ADDRESS").unwrap_or_else(|_| "127.0.0.1:2000".into());
-    let marker = std::env::var("LAMBDA_XRAY_EXTENSION_MARKER")
-        .unwrap_or_else(|_| "/tmp/.lambda-xray-extension".into());
+    let daemon = std::env::var("AWS_XRAY_DAEMON_ADDRESS").unwrap_or_else(|_| "127.0.0.1:2000".into());
+    let marker = std::env::var("LAMBDA_XRAY_EXTENSION_MARKER").unwrap_or_else(|_| "/tmp/.lambda-xray-extension".into());
     let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let extension = std::fs::read_to_string(&marker)
-        .ok()
-        .and_then(|s| s.trim().parse::<SocketAddr>().ok());
+    let extension = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok());
     let target = match extension {
         Some(addr) => {
             let header = json!({"format": "lambda-xray-control", "version": 1});
@@ -93,17 +89,11 @@ fn discover() -> Result<Sender, Error> {
 }
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|part| part.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
+    header.split(';').filter_map(|part| part.split_once('=')).find(|(k, _)| k.trim() == key).map(|(_, v)| v.trim())
 }
 
 async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, Error> {
@@ -131,22 +121,10 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
             start_time: start,
             end_time: start + 0.000_1,
             annotations: Annotations { seq },
-            metadata: Metadata {
-                fixture: Fixture {
-                    request_id: &request_id,
-                    seq,
-                    pad: &pad,
-                },
-            },
+            metadata: Metadata { fixture: Fixture { request_id: &request_id, seq, pad: &pad } },
         };
         datagram.clear();
-        serde_json::to_writer(
-            &mut datagram,
-            &Header {
-                format: "json",
-                version: 1,
-            },
-        )?;
+        serde_json::to_writer(&mut datagram, &Header { format: "json", version: 1 })?;
         datagram.push(b'\n');
         serde_json::to_writer(&mut datagram, &document)?;
         if sender.socket.send_to(&datagram, sender.target).is_ok() {

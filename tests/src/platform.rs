@@ -3,19 +3,23 @@
 //! a UDP socket standing in for the X-Ray daemon, and the real extension and
 //! function binaries as child processes, started the way Lambda starts them.
 //!
-//! Another function binary can be swapped in with `LAMBDA_XRAY_TEST_FUNCTION`
-//! (it must follow the fixture's payload contract, see
-//! `src/bin/test_fixture_function.rs`).
+//! The function is `Options::function` (a binary built in this workspace, by
+//! default the extension's `test-fixture-function`); `LAMBDA_XRAY_TEST_FUNCTION`
+//! swaps in another path. Child processes' stderr is echoed when
+//! `E2E_VERBOSE` is set.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// A test harness: a failed setup step is a failed test, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lambda_simulator::invocation::Invocation;
+
+use crate::{Daemon, Outcome};
 use lambda_simulator::{FreezeMode, InvocationStatus, ShutdownReason, Simulator};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -24,18 +28,14 @@ use tokio::process::{Child, Command};
 /// The extension under test: the one cargo built, unless
 /// `LAMBDA_XRAY_TEST_EXTENSION` names another (e.g. the release build for benchmarks).
 pub fn extension_binary() -> PathBuf {
-    std::env::var_os("LAMBDA_XRAY_TEST_EXTENSION")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lambda-xray-extension")))
+    std::env::var_os("LAMBDA_XRAY_TEST_EXTENSION").map(PathBuf::from).unwrap_or_else(|| crate::bin_path("lambda-xray-extension").unwrap())
 }
 /// Generous timeout for anything on a loaded 2-core machine.
 pub const LONG: Duration = Duration::from_secs(30);
 
-/// The function binary: the fixture unless `LAMBDA_XRAY_TEST_FUNCTION` is set.
-pub fn function_binary() -> PathBuf {
-    std::env::var_os("LAMBDA_XRAY_TEST_FUNCTION")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_test-fixture-function")))
+/// The function binary: `name` unless `LAMBDA_XRAY_TEST_FUNCTION` is set.
+pub fn function_binary(name: &str) -> PathBuf {
+    std::env::var_os("LAMBDA_XRAY_TEST_FUNCTION").map(PathBuf::from).unwrap_or_else(|| crate::bin_path(name).unwrap())
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
@@ -52,134 +52,20 @@ pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// A UDP socket playing the X-Ray daemon; a thread stores every datagram.
-pub struct Daemon {
-    pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Daemon {
-    /// A daemon on a fresh port.
-    pub fn start() -> Self {
-        Self::start_at("127.0.0.1:0".parse().unwrap())
-    }
-
-    /// A free port with nobody listening: an unreachable daemon.
-    pub fn unreachable_addr() -> SocketAddr {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
-
-    /// A daemon on `addr` (e.g. one that was unreachable until now).
-    pub fn start_at(addr: SocketAddr) -> Self {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )
-        .unwrap();
-        // Like a real daemon, read fast and with room for bursts.
-        let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
-        socket.bind(&addr.into()).unwrap();
-        let socket: UdpSocket = socket.into();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let received = received.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 70_000];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = socket.recv(&mut buf) {
-                        received.lock().unwrap().push(buf[..n].to_vec());
-                    }
-                }
-            })
-        };
-        Self {
-            addr,
-            received,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Datagrams received so far.
-    pub fn count(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-
-    /// Raw datagrams received so far.
-    pub fn datagrams(&self) -> Vec<Vec<u8>> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` datagrams arrived.
-    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
-        wait_until(timeout, || self.count() >= n).await
-    }
-
-    /// Every datagram checked for the daemon format and parsed.
-    pub fn documents(&self) -> Vec<Value> {
-        self.datagrams()
-            .iter()
-            .map(|d| {
-                assert!(d.len() <= 64 * 1024, "datagram over 64 KiB");
-                let text = std::str::from_utf8(d).expect("datagram is UTF-8");
-                let (header, body) = text.split_once('\n').expect("header line");
-                let header: Value = serde_json::from_str(header).expect("header JSON");
-                assert_eq!(header, serde_json::json!({"format": "json", "version": 1}));
-                serde_json::from_str(body).expect("body JSON")
-            })
-            .collect()
-    }
-
-    /// Documents the fixture sent (not the extension's report subsegments).
-    pub fn fixture_documents(&self) -> Vec<Value> {
-        self.documents()
-            .into_iter()
-            .filter(|d| d["name"] == "fixture-work")
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Validates documents against `shared/xray-segment-schema.json`.
 pub fn assert_schema_valid(documents: &[Value]) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/xray-segment-schema.json"
-    );
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
     for document in documents {
-        let errors: Vec<String> = validator
-            .iter_errors(document)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{document} is not valid: {errors:?}");
+        if let Err(e) = crate::schema::validate(document) {
+            panic!("{e}");
+        }
     }
 }
 
 /// A child process whose stderr lines are kept (and echoed for debugging).
 pub struct Process {
+    /// The child process.
     pub child: Child,
+    /// Its process id.
     pub pid: u32,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
     stderr_closed: Arc<AtomicBool>,
@@ -205,37 +91,27 @@ impl Process {
         let closed = stderr_closed.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
+            let verbose = std::env::var_os("E2E_VERBOSE").is_some();
             while let Ok(Some(line)) = reader.next_line().await {
-                eprintln!("{tag}[{pid}] {line}");
+                if verbose {
+                    eprintln!("{tag}[{pid}] {line}");
+                }
                 sink.lock().unwrap().push((Instant::now(), line));
             }
             closed.store(true, Ordering::Relaxed);
         });
-        Self {
-            child,
-            pid,
-            lines,
-            stderr_closed,
-        }
+        Self { child, pid, lines, stderr_closed }
     }
 
     /// stderr lines so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.lines.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
     }
 
     /// When the first line containing `needle` was read.
     pub fn line_seen_at(&self, needle: &str) -> Option<Instant> {
         let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .find(|(_, l)| l.contains(needle))
-            .map(|(at, _)| *at)
+        lines.iter().find(|(_, l)| l.contains(needle)).map(|(at, _)| *at)
     }
 
     /// Waits for a stderr line containing `needle`.
@@ -253,25 +129,16 @@ impl Process {
 
     /// Waits for the process to exit and its stderr to be read to the end.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let status = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok);
         wait_until(timeout, || self.stderr_closed.load(Ordering::Relaxed)).await;
         status
     }
 
     /// Current and peak resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
+            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
@@ -281,9 +148,7 @@ impl Process {
 fn stopped(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')),
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t')),
         Err(_) => true,
     }
 }
@@ -301,6 +166,10 @@ pub struct Options {
     pub freeze: bool,
     /// How long the platform waits for extensions to call `next`.
     pub extension_ready_timeout: Duration,
+    /// The function binary (built in this workspace).
+    pub function: &'static str,
+    /// Extra environment for the function.
+    pub function_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -313,16 +182,23 @@ impl Default for Options {
             // The simulator's own wait for readiness can miss the moment
             // (see `invoke_with_header`); then this is how late it freezes.
             extension_ready_timeout: Duration::from_secs(5),
+            function: "test-fixture-function",
+            function_env: Vec::new(),
         }
     }
 }
 
 /// One sandbox: platform, daemon, extension and function.
 pub struct Platform {
+    /// The Lambda APIs.
     pub sim: Simulator,
+    /// The stand-in X-Ray daemon.
     pub daemon: Daemon,
+    /// The extension's discovery marker file (per platform).
     pub marker: PathBuf,
+    /// The extension process, if it runs.
     pub extension: Option<Process>,
+    /// The function process.
     pub function: Process,
     extension_alive: bool,
     freeze: bool,
@@ -333,10 +209,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// A sampled trace header with fresh ids.
 pub fn sampled_header() -> (String, String, String) {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let root = format!("1-{secs:08x}-{:012x}{:012x}", std::process::id(), n);
     let parent = format!("{:016x}", (u64::from(std::process::id()) << 20) | n);
     let header = format!("Root={root};Parent={parent};Sampled=1");
@@ -357,7 +230,7 @@ impl Platform {
             builder = builder.freeze_mode(FreezeMode::Process);
         }
         let sim = builder.build().await.unwrap();
-        let daemon = Daemon::start();
+        let daemon = Daemon::start().unwrap();
         let marker = std::env::temp_dir().join(format!(
             "lambda-xray-extension-test-{}-{}",
             std::process::id(),
@@ -371,19 +244,13 @@ impl Platform {
             let mut env: Vec<(String, String)> = base_env.clone().into_iter().collect();
             env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
             env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
-            env.push((
-                "LAMBDA_XRAY_EXTENSION_MARKER".into(),
-                marker.display().to_string(),
-            ));
+            env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
             env.push(("LAMBDA_XRAY_EXTENSION_LOG_LEVEL".into(), "debug".into()));
             for (key, value) in &options.extension_env {
                 env.push(((*key).into(), value.clone()));
             }
             let process = Process::spawn(&extension_binary(), env, "extension");
-            assert!(
-                process.wait_for_line("ready:", LONG).await,
-                "extension did not register"
-            );
+            assert!(process.wait_for_line("ready:", LONG).await, "extension did not register");
             assert!(marker.exists(), "marker written before registering");
             if options.freeze {
                 sim.register_freeze_pid(process.pid);
@@ -394,36 +261,22 @@ impl Platform {
         };
 
         let mut env: Vec<(String, String)> = base_env.into_iter().collect();
-        env.push((
-            "LAMBDA_XRAY_EXTENSION_MARKER".into(),
-            marker.display().to_string(),
-        ));
-        env.push((
-            "AWS_XRAY_DAEMON_ADDRESS".into(),
-            function_daemon.to_string(),
-        ));
-        let function = Process::spawn(&function_binary(), env, "function");
+        env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
+        env.push(("AWS_XRAY_DAEMON_ADDRESS".into(), function_daemon.to_string()));
+        for (key, value) in &options.function_env {
+            env.push(((*key).into(), value.clone()));
+        }
+        let function = Process::spawn(&function_binary(options.function), env, "function");
         if options.freeze {
             sim.register_freeze_pid(function.pid);
         }
         let extension_alive = extension.is_some();
-        Self {
-            sim,
-            daemon,
-            marker,
-            extension,
-            function,
-            extension_alive,
-            freeze: options.freeze,
-        }
+        Self { sim, daemon, marker, extension, function, extension_alive, freeze: options.freeze }
     }
 
     /// Waits until the platform froze the sandbox.
     pub async fn wait_frozen(&self) {
-        assert!(
-            wait_until(LONG, || self.sim.is_frozen()).await,
-            "not frozen"
-        );
+        assert!(wait_until(LONG, || self.sim.is_frozen()).await, "not frozen");
     }
 
     /// Runs one invocation with a sampled trace header and returns
@@ -439,12 +292,15 @@ impl Platform {
         let mut invocation = Invocation::new(payload, LONG.as_millis() as u64);
         invocation.trace_id = header.to_owned();
         let request_id = self.sim.enqueue(invocation).await;
-        let state = self
-            .sim
-            .wait_for_invocation_complete(&request_id, LONG)
-            .await
-            .unwrap();
+        let state = self.sim.wait_for_invocation_complete(&request_id, LONG).await.unwrap();
         assert_eq!(state.status, InvocationStatus::Success, "{state:?}");
+        self.settle_after(&request_id).await;
+        (request_id, state.response.unwrap().payload)
+    }
+
+    /// After an invocation: waits until the extension called `next` and, in
+    /// freeze mode, until both processes are stopped.
+    async fn settle_after(&self, request_id: &str) {
         // Polled rather than awaited: lambda-simulator 0.2.0's readiness and
         // freeze waits check their condition before subscribing to the
         // change, so a change in between is missed until the timeout.
@@ -452,7 +308,7 @@ impl Platform {
             let mut ready = false;
             let end = Instant::now() + LONG;
             while !ready && Instant::now() < end {
-                ready = self.sim.are_extensions_ready(&request_id).await;
+                ready = self.sim.are_extensions_ready(request_id).await;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             assert!(ready, "extension did not call next for {request_id}");
@@ -465,14 +321,24 @@ impl Platform {
             if self.extension_alive {
                 pids.extend(self.extension.as_ref().map(|e| e.pid));
             }
-            assert!(
-                wait_until(LONG, || self.sim.is_frozen()
-                    && pids.iter().all(|&pid| stopped(pid)))
-                .await,
-                "processes frozen"
-            );
+            assert!(wait_until(LONG, || self.sim.is_frozen() && pids.iter().all(|&pid| stopped(pid))).await, "processes frozen");
         }
-        (request_id, state.response.unwrap().payload)
+    }
+
+    /// Runs one invocation with `trace` as its trace header (`None`: none) and
+    /// returns how it ended, success or not; `timeout` is the invocation's
+    /// deadline. Waits for the extension and the freeze like [`Self::invoke`].
+    pub async fn invoke_outcome(&self, payload: Value, trace: Option<&str>, timeout: Duration) -> Outcome {
+        let mut invocation = Invocation::new(payload, timeout.as_millis() as u64);
+        invocation.trace_id = trace.unwrap_or_default().to_owned();
+        let request_id = self.sim.enqueue(invocation).await;
+        let state = self.sim.wait_for_invocation_complete(&request_id, timeout + LONG).await.unwrap();
+        self.settle_after(&request_id).await;
+        match (state.status, state.response, state.error) {
+            (InvocationStatus::Success, Some(r), _) => Outcome::Response(r.payload),
+            (_, _, Some(e)) => Outcome::Error { error_type: e.error_type, error_message: e.error_message },
+            (status, _, _) => panic!("invocation ended as {status:?} with neither response nor error"),
+        }
     }
 
     /// SIGKILLs the extension, as if it crashed.
@@ -485,18 +351,29 @@ impl Platform {
 
     /// Sends SHUTDOWN and waits for the extension to exit; returns its
     /// final counters.
-    pub async fn shutdown(mut self) -> Option<Value> {
+    pub async fn shutdown(self) -> Option<Value> {
+        self.shutdown_keep_daemon().await.0
+    }
+
+    /// As [`Self::shutdown`], and hands back the daemon with everything it received.
+    pub async fn shutdown_keep_daemon(self) -> (Option<Value>, Daemon) {
+        let Platform { sim, daemon, marker, mut extension, function, extension_alive, .. } = self;
         let started = Instant::now();
-        self.sim.graceful_shutdown(ShutdownReason::Spindown).await;
-        let extension = self.extension.as_mut()?;
-        let status = extension.wait_exit(LONG).await;
-        eprintln!(
-            "shutdown took {:?}, extension exit {status:?}",
-            started.elapsed()
-        );
-        if self.extension_alive {
-            assert!(!self.marker.exists(), "marker removed on shutdown");
-        }
-        extension.counters()
+        sim.graceful_shutdown(ShutdownReason::Spindown).await;
+        let counters = match extension.as_mut() {
+            Some(extension) => {
+                let status = extension.wait_exit(LONG).await;
+                if std::env::var_os("E2E_VERBOSE").is_some() {
+                    eprintln!("shutdown took {:?}, extension exit {status:?}", started.elapsed());
+                }
+                if extension_alive {
+                    assert!(!marker.exists(), "marker removed on shutdown");
+                }
+                extension.counters()
+            }
+            None => None,
+        };
+        drop(function);
+        (counters, daemon)
     }
 }
