@@ -30,6 +30,12 @@ const CHUNK: usize = 64;
 const RECENT: usize = 32;
 /// Retry delay in continuous mode while the daemon is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
+/// At SHUTDOWN, how long to wait for reports of finished invocations that
+/// have not arrived yet: Lambda delivers an invocation's `platform.report`
+/// only after the extension's `next`, so the last one can race SHUTDOWN.
+const REPORT_WAIT: Duration = Duration::from_millis(300);
+/// Time kept back from the shutdown deadline for the final flush.
+const FLUSH_RESERVE: Duration = Duration::from_millis(300);
 /// Drop lines are logged at most this often.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -232,6 +238,7 @@ impl Forwarder {
                 let _ = reply.send(());
             }
             Command::Shutdown { deadline, reply } => {
+                self.await_reports(deadline).await;
                 self.drain_until(deadline).await;
                 let buffered = self.buffer.len() as u64;
                 let _ = reply.send(self.counters.snapshot(Some(buffered)));
@@ -414,6 +421,22 @@ impl Forwarder {
                 return;
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Waits (briefly, see [`REPORT_WAIT`]) for the reports of invocations
+    /// whose runtime is done but whose report has not arrived, so SHUTDOWN
+    /// does not lose the last invocation's report subsegment.
+    async fn await_reports(&mut self, deadline: Instant) {
+        let until = (Instant::now() + REPORT_WAIT).min(deadline.checked_sub(FLUSH_RESERVE).unwrap_or(deadline));
+        while self.invocations.iter().any(|(id, _)| self.runtime_done.contains(id)) {
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(Command::Report { report, trace })) => self.enrich(report, trace),
+                Ok(Some(Command::Document(datagram))) => self.push(datagram),
+                Ok(Some(Command::RuntimeDone { request_id })) => remember(&mut self.runtime_done, request_id),
+                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(None) | Err(_) => break,
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! The layer zip's layout, modes and determinism, and the glibc check.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Cursor, Read};
 
 use layer_build::{MAX_GLIBC, check_glibc, elf_machine, glibc_requirements, write_layer_zip};
