@@ -95,3 +95,19 @@ pub fn write_layer_zip<W: Write + Seek>(out: W, name: &str, binary: &[u8]) -> Re
     zip.write_all(binary)?;
     Ok(zip.finish()?)
 }
+
+/// Writes the layer's content into `dir` (as the zip would unpack):
+/// `dir/extensions/<name>` with mode 0755. For `sam build`, which zips
+/// the directory itself.
+pub fn write_layer_dir(dir: &std::path::Path, name: &str, binary: &[u8]) -> Result<std::path::PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("invalid extension name {name:?}").into());
+    }
+    let extensions = dir.join("extensions");
+    std::fs::create_dir_all(&extensions)?;
+    let path = extensions.join(name);
+    std::fs::write(&path, binary)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}

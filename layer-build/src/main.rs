@@ -3,12 +3,13 @@
 //! Builds the extension in release mode for glibc 2.34 (Lambda's
 //! `provided.al2023`) with cargo-zigbuild, checks the glibc versions the binary
 //! needs, and writes the layer zip (default `target/lambda-xray-layer-<arch>.zip`).
-//! `--binary` skips the build and packages an existing binary.
+//! `--binary` skips the build and packages an existing binary; `--dir DIR`
+//! also lays the layer out in `DIR` (`DIR/extensions/<name>`, for `sam build`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layer_build::{Error, MAX_GLIBC, check_glibc, elf_machine, write_layer_zip};
+use layer_build::{Error, MAX_GLIBC, check_glibc, elf_machine, write_layer_dir, write_layer_zip};
 
 const PACKAGE: &str = "lambda-xray-extension";
 const EXTENSION_NAME: &str = "lambda-xray-extension";
@@ -55,14 +56,16 @@ fn run() -> Result<(), Error> {
     let mut arch = "x86_64".to_owned();
     let mut out: Option<PathBuf> = None;
     let mut binary: Option<PathBuf> = None;
+    let mut dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--arch" => arch = args.next().ok_or("--arch needs x86_64 or arm64")?,
             "--out" => out = Some(args.next().ok_or("--out needs a path")?.into()),
             "--binary" => binary = Some(args.next().ok_or("--binary needs a path")?.into()),
+            "--dir" => dir = Some(args.next().ok_or("--dir needs a path")?.into()),
             "-h" | "--help" => {
-                println!("layer-build [--arch x86_64|arm64] [--out PATH] [--binary PATH]");
+                println!("layer-build [--arch x86_64|arm64] [--out PATH] [--binary PATH] [--dir DIR]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)").into()),
@@ -100,6 +103,10 @@ fn run() -> Result<(), Error> {
     }
     let file = std::fs::File::create(&out)?;
     write_layer_zip(file, EXTENSION_NAME, &bytes)?;
+    if let Some(dir) = dir {
+        let path = write_layer_dir(&dir, EXTENSION_NAME, &bytes)?;
+        println!("{}: layer content for sam build", path.display());
+    }
     let size = std::fs::metadata(&out)?.len();
     println!(
         "{}: {} bytes ({:.2} MB); extension binary {} bytes; newest glibc symbol {newest} (limit GLIBC_{}.{})",

@@ -4,7 +4,7 @@
 
 use std::io::{Cursor, Read};
 
-use layer_build::{MAX_GLIBC, check_glibc, elf_machine, glibc_requirements, write_layer_zip};
+use layer_build::{MAX_GLIBC, check_glibc, elf_machine, glibc_requirements, write_layer_dir, write_layer_zip};
 
 /// A slice of this test's own binary: real ELF bytes, small enough to deflate quickly.
 fn sample_binary() -> Vec<u8> {
@@ -77,4 +77,16 @@ fn the_built_layer_holds_a_glibc_2_34_extension() {
     assert_eq!(elf_machine(&binary).expect("elf"), "x86_64");
     let needed = check_glibc(&binary, MAX_GLIBC).expect("needs no glibc newer than 2.34");
     assert!(!needed.is_empty());
+}
+
+#[test]
+fn the_layer_directory_matches_the_zip() {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = sample_binary();
+    let dir = std::env::temp_dir().join(format!("layer-dir-{}", std::process::id()));
+    let path = write_layer_dir(&dir, "lambda-xray-extension", &binary).expect("write");
+    assert_eq!(path, dir.join("extensions/lambda-xray-extension"));
+    assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read(&path).expect("read"), binary);
+    let _ = std::fs::remove_dir_all(&dir);
 }
