@@ -28,6 +28,8 @@
 //! decision is still available for propagation through
 //! [`current_trace_header`]. Tracing never changes what the handler returns.
 
+#[cfg(feature = "aws-sdk")]
+pub mod aws_sdk;
 pub mod config;
 pub mod context;
 pub mod document;
@@ -37,8 +39,12 @@ pub mod header;
 pub mod id;
 mod invocation;
 pub mod layer;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 pub mod subsegment;
 
+#[cfg(feature = "aws-sdk")]
+pub use aws_sdk::XRayInterceptor;
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
 pub use document::{AnnotationValue, Document};
