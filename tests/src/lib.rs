@@ -7,6 +7,7 @@
 //!   against it, as Lambda runs `bootstrap`.
 //! - [`schema`], [`parse_datagram`] and [`render`]: checking and showing what
 //!   arrived.
+//! - [`moto`]: moto's server as a local SQS, and a recording proxy in front of it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use lambda_simulator::process::{ManagedProcess, ProcessConfig, ProcessRole};
 use lambda_simulator::{InvocationStatus, Simulator};
 use serde_json::Value;
 
+pub mod moto;
 pub mod render;
 pub mod schema;
 
