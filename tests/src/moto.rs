@@ -197,10 +197,8 @@ async fn relay(client: TcpStream, upstream: TcpStream, sink: Arc<Mutex<Vec<Recor
         let mut lines = head.split("\r\n");
         let mut first = lines.next().unwrap_or("").split(' ');
         let (method, target) = (first.next().unwrap_or("").to_owned(), first.next().unwrap_or("").to_owned());
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
         let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
         let length: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         if let Ok(mut v) = sink.lock() {

@@ -37,7 +37,12 @@ impl Capture {
     fn docs(&self) -> Vec<Value> {
         let docs = self.0.lock().map(|v| v.clone()).unwrap_or_default();
         for d in &docs {
-            schema::validate(d).unwrap();
+            if let Err(e) = schema::validate(d) {
+                panic!("{e}");
+            }
+            if std::env::var_os("SHOW_DOCS").is_some() {
+                eprintln!("{d:#}");
+            }
         }
         docs
     }
@@ -45,6 +50,10 @@ impl Capture {
 
 /// An SQS client through the interceptor, talking to `endpoint`.
 fn client(endpoint: &str, max_attempts: u32) -> aws_sdk_sqs::Client {
+    client_with(endpoint, max_attempts, Duration::from_secs(60), None)
+}
+
+fn client_with(endpoint: &str, max_attempts: u32, attempt_timeout: Duration, operation_timeout: Option<Duration>) -> aws_sdk_sqs::Client {
     let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -53,12 +62,13 @@ fn client(endpoint: &str, max_attempts: u32) -> aws_sdk_sqs::Client {
         .endpoint_url(endpoint)
         .http_client(http)
         .retry_config(aws_sdk_sqs::config::retry::RetryConfig::standard().with_max_attempts(max_attempts))
-        .timeout_config(
-            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .timeout_config({
+            let mut t = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        )
+                .operation_attempt_timeout(attempt_timeout);
+            t.set_operation_timeout(operation_timeout);
+            t.build()
+        })
         .interceptor(XRayInterceptor::new())
         .build();
     aws_sdk_sqs::Client::from_conf(conf)
@@ -314,7 +324,8 @@ async fn sqs_batches_follow_each_messages_sampling_decision() {
     let handler_id = handler["id"].as_str().unwrap().to_owned();
     // Only the sampled messages have a subsegment, each with its SendMessage inside.
     assert_eq!(subs.len(), 2, "{subs:#?}");
-    let by_id: HashMap<String, Value> = subs.iter().map(|s| (s["annotations"]["message_id"].as_str().unwrap().to_owned(), s.clone())).collect();
+    let by_id: HashMap<String, Value> =
+        subs.iter().map(|s| (s["annotations"]["message_id"].as_str().unwrap().to_owned(), s.clone())).collect();
     for (id, failed) in [("m-sampled", false), ("m-fails", true)] {
         let s = &by_id[id];
         assert_eq!(s["name"], "Processing Message");
@@ -337,4 +348,41 @@ async fn sqs_batches_follow_each_messages_sampling_decision() {
     assert_eq!(headers[1], format!("Root={ROOT};Parent={handler_id};Sampled=0;Lineage=a87bd80c:1"));
     assert_eq!(headers[2], format!("Root={ROOT};Parent={};Sampled=1;Lineage=a87bd80c:1", call_id("m-fails")));
     assert_eq!(headers[3], format!("Root={ROOT};Parent={handler_id};Sampled=0;Lineage=a87bd80c:1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_faults_with_a_cause() {
+    // A server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let attempt = client_with(&endpoint, 1, Duration::from_millis(300), None);
+    let operation = client_with(&endpoint, 1, Duration::from_secs(60), Some(Duration::from_millis(300)));
+    let cap = Capture::default();
+    let header = sampled_header();
+    let (a, o) = invocation(Some(&header), &cap)
+        .wrap(lambda_xray::in_subsegment("## handler", async move {
+            let a = attempt.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await;
+            let o = operation.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await;
+            (a, o)
+        }))
+        .await;
+    hold.abort();
+    assert!(matches!(a.unwrap_err(), aws_sdk_sqs::error::SdkError::TimeoutError(_)));
+    assert!(matches!(o.unwrap_err(), aws_sdk_sqs::error::SdkError::TimeoutError(_)));
+    let docs = cap.docs();
+    let (_, subs) = handler_doc(&docs);
+    assert_eq!(subs.len(), 2, "{subs:#?}");
+    // Attempt timeout: the SDK completes the operation with a timeout error.
+    assert_eq!(subs[0]["fault"], true);
+    assert_eq!(subs[0]["cause"]["exceptions"][0]["type"], "TimeoutError", "{:#}", subs[0]);
+    // Operation timeout: the SDK drops the operation; the subsegment still ends, as a fault.
+    assert_eq!(subs[1]["fault"], true);
+    assert_eq!(subs[1]["cause"]["exceptions"][0]["type"], "OperationCancelled", "{:#}", subs[1]);
+    assert_eq!(subs[1]["aws"]["operation"], "SendMessage");
 }

@@ -77,8 +77,8 @@ const fn keys(side: Side, from: Src, aws: &'static str) -> Field {
     Field { side, from, shape: Shape::Keys, aws }
 }
 
-use Src::{Header, Json, Param, PathSegment, S3Bucket, S3Key, Xml};
 use Side::{Request, Response};
+use Src::{Header, Json, Param, PathSegment, S3Bucket, S3Key, Xml};
 
 /// `(service id, operation or "*", fields)`. Both the operation's own row and
 /// the service's `"*"` row apply.
@@ -90,7 +90,11 @@ pub(crate) static FIELDS: &[(&str, &str, &[Field])] = &[
     (
         "SQS",
         "SendMessage",
-        &[req(Json("DelaySeconds"), "delay_seconds"), keys(Request, Json("MessageAttributes"), "message_attribute_names"), res(Json("MessageId"), "message_id")],
+        &[
+            req(Json("DelaySeconds"), "delay_seconds"),
+            keys(Request, Json("MessageAttributes"), "message_attribute_names"),
+            res(Json("MessageId"), "message_id"),
+        ],
     ),
     (
         "SQS",
@@ -167,8 +171,12 @@ pub(crate) fn record(service: &str, operation: &str, side: Side, msg: &Message<'
                 .or_else(|| msg.body.and_then(|b| std::str::from_utf8(b).ok()).and_then(|b| form_param(b, name)))
                 .map(|v| string_value(&v)),
             Src::Header(name) => (msg.header)(name).map(string_value),
-            Src::PathSegment(n) => path(msg.uri).split('/').filter(|s| !s.is_empty()).nth(n).map(|s| string_value(&percent_decode(s, false))),
-            Src::Xml(name) => msg.body.and_then(|b| std::str::from_utf8(b).ok()).and_then(|b| xml_element(b, name)).map(|v| string_value(&v)),
+            Src::PathSegment(n) => {
+                path(msg.uri).split('/').filter(|s| !s.is_empty()).nth(n).map(|s| string_value(&percent_decode(s, false)))
+            }
+            Src::Xml(name) => {
+                msg.body.and_then(|b| std::str::from_utf8(b).ok()).and_then(|b| xml_element(b, name)).map(|v| string_value(&v))
+            }
             Src::S3Bucket => s3_bucket_and_key(msg.uri).0.map(|b| string_value(&b)),
             Src::S3Key => s3_bucket_and_key(msg.uri).1.map(|k| string_value(&k)),
         };
@@ -299,11 +307,8 @@ pub(crate) fn xml_element(xml: &str, name: &str) -> Option<String> {
 fn s3_bucket_and_key(uri: &str) -> (Option<String>, Option<String>) {
     let p = path(uri).trim_start_matches('/');
     let host = authority(uri).unwrap_or("");
-    let virtual_bucket = [".s3.", ".s3-", ".s3-accesspoint."]
-        .iter()
-        .find_map(|m| host.find(m))
-        .map(|i| &host[..i])
-        .filter(|b| !b.is_empty());
+    let virtual_bucket =
+        [".s3.", ".s3-", ".s3-accesspoint."].iter().find_map(|m| host.find(m)).map(|i| &host[..i]).filter(|b| !b.is_empty());
     let (bucket, key) = match virtual_bucket {
         Some(b) => (Some(b.to_owned()), p),
         None => {
@@ -343,7 +348,10 @@ mod tests {
         let mut aws = Aws::default();
         record("SQS", "SendMessageBatch", Side::Request, &msg("/", Some(br#"{"QueueUrl":"u","Entries":[{},{},{}]}"#), &none), &mut aws);
         record("SQS", "SendMessageBatch", Side::Response, &msg("/", Some(br#"{"Successful":[{},{}],"Failed":[{}]}"#), &none), &mut aws);
-        assert_eq!((aws.extra["message_count"].clone(), aws.extra["successful_count"].clone(), aws.extra["failed_count"].clone()), (3.into(), 2.into(), 1.into()));
+        assert_eq!(
+            (aws.extra["message_count"].clone(), aws.extra["successful_count"].clone(), aws.extra["failed_count"].clone()),
+            (3.into(), 2.into(), 1.into())
+        );
         let mut aws = Aws::default();
         record("SQS", "ReceiveMessage", Side::Response, &msg("/", Some(b"{}"), &none), &mut aws);
         assert_eq!(aws.extra["message_count"], 0);
@@ -353,7 +361,13 @@ mod tests {
     fn other_protocols() {
         let hdr = |k: &str| (k == "x-amz-invocation-type").then_some("Event");
         let mut aws = Aws::default();
-        record("Lambda", "Invoke", Side::Request, &msg("https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/my%3Afn/invocations", None, &hdr), &mut aws);
+        record(
+            "Lambda",
+            "Invoke",
+            Side::Request,
+            &msg("https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/my%3Afn/invocations", None, &hdr),
+            &mut aws,
+        );
         assert_eq!(aws.extra["function_name"], "my:fn");
         assert_eq!(aws.extra["invocation_type"], "Event");
 
@@ -364,7 +378,13 @@ mod tests {
         assert_eq!(aws.extra["topic_arn"], "arn:aws:sns:us-east-1:1:t");
 
         let mut aws = Aws::default();
-        record("S3", "GetObject", Side::Request, &msg("https://bkt.s3.us-east-1.amazonaws.com/a/b%20c.txt?x-id=GetObject", None, &none), &mut aws);
+        record(
+            "S3",
+            "GetObject",
+            Side::Request,
+            &msg("https://bkt.s3.us-east-1.amazonaws.com/a/b%20c.txt?x-id=GetObject", None, &none),
+            &mut aws,
+        );
         assert_eq!((aws.extra["bucket_name"].as_str(), aws.extra["key"].as_str()), (Some("bkt"), Some("a/b c.txt")));
         let mut aws = Aws::default();
         record("S3", "PutObject", Side::Request, &msg("http://127.0.0.1:9000/bkt/k", None, &none), &mut aws);

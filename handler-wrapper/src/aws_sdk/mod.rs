@@ -39,11 +39,11 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
     FinalizerInterceptorContextRef,
 };
+use aws_smithy_runtime_api::client::interceptors::context::{Error as OpError, Output};
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata, OrchestratorError};
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
-use aws_smithy_runtime_api::client::interceptors::context::{Error as OpError, Output};
 
 use crate::context::{Current, TraceContext, context_missing, current};
 use crate::document::{Aws, Cause, Document, MAX_MESSAGE_LEN, truncate};
