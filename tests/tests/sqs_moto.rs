@@ -386,3 +386,114 @@ async fn timeouts_are_faults_with_a_cause() {
     assert_eq!(subs[1]["cause"]["exceptions"][0]["type"], "OperationCancelled", "{:#}", subs[1]);
     assert_eq!(subs[1]["aws"]["operation"], "SendMessage");
 }
+
+/// The two sample functions, run by the local Lambda platform against moto:
+/// the sender's traced `SendMessage` calls become the `AWSTraceHeader` of the
+/// messages the consumer gets (set here from what the proxy saw on the wire,
+/// as real SQS does), and the consumer follows each message's decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_sender_and_consumer_end_to_end() {
+    use lambda_xray_e2e::{Daemon, LocalLambda, Outcome, flatten, new_trace_header};
+    let moto = Moto::start().await.unwrap();
+    let proxy = RecordingProxy::start(moto.addr()).await.unwrap();
+    let sqs = client(&moto.url(), 3);
+    let in_url = sqs.create_queue().queue_name("in").send().await.unwrap().queue_url.unwrap();
+    let out_url = sqs.create_queue().queue_name("out").send().await.unwrap().queue_url.unwrap();
+    let daemon = Daemon::start().await.unwrap();
+    let env = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("AWS_XRAY_DAEMON_ADDRESS", daemon.address()),
+            ("LAMBDA_XRAY_EXTENSION_MARKER", "/nonexistent/lambda-xray-e2e".to_owned()),
+            ("AWS_ENDPOINT_URL_SQS", proxy.url()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AWS_CONFIG_FILE", "/nonexistent/aws-config".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials".to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        env
+    };
+    let t = Duration::from_secs(60);
+
+    // The sender: one sampled invocation sending two messages, one unsampled sending one.
+    let sender = LocalLambda::start("sample-sqs-sender", "sender", &env(&[("QUEUE_URL", in_url.clone())])).await.unwrap();
+    let (sampled, sender_root, _) = new_trace_header(true);
+    let (unsampled, _, _) = new_trace_header(false);
+    let Outcome::Response(r1) = sender.invoke(serde_json::json!({"messages": ["hello", "fail now"]}), Some(&sampled), t).await.unwrap()
+    else {
+        panic!("sender failed")
+    };
+    let Outcome::Response(r2) = sender.invoke(serde_json::json!({"messages": ["quiet"]}), Some(&unsampled), t).await.unwrap() else {
+        panic!("sender failed")
+    };
+    let sent: Vec<String> =
+        r1["sent"].as_array().unwrap().iter().chain(r2["sent"].as_array().unwrap()).map(|v| v.as_str().unwrap().to_owned()).collect();
+    assert_eq!(sent.len(), 3);
+    let wire: Vec<String> = proxy.requests_for("SendMessage").iter().map(trace_header_of).collect();
+    assert_eq!(wire.len(), 3);
+    let docs = daemon.wait_for(t, |d| d.iter().any(|d| d["name"] == "## bootstrap" || d["name"] == "## handler")).await.unwrap();
+    for d in &docs {
+        schema::validate(d).unwrap();
+    }
+    let entities = flatten(&docs);
+    let sends: Vec<&Value> = entities.iter().map(|(_, e)| e).filter(|e| e["aws"]["operation"] == "SendMessage").collect();
+    assert_eq!(sends.len(), 2, "{docs:#?}");
+    for (i, s) in sends.iter().enumerate() {
+        assert_eq!(wire[i], format!("Root={sender_root};Parent={};Sampled=1", s["id"].as_str().unwrap()));
+        assert_eq!(s["aws"]["message_id"], sent[i].as_str());
+    }
+    assert!(wire[2].ends_with(";Sampled=0"), "{}", wire[2]);
+    daemon.clear();
+    proxy.clear();
+
+    // What SQS would deliver: each message with its sender's header as AWSTraceHeader.
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        let out = sqs.receive_message().queue_url(&in_url).max_number_of_messages(10).send().await.unwrap();
+        received.extend(out.messages.unwrap_or_default());
+        if received.len() >= 3 {
+            break;
+        }
+    }
+    let mut event = SqsEvent::default();
+    for m in &received {
+        let id = m.message_id.clone().unwrap();
+        let i = sent.iter().position(|s| *s == id).unwrap();
+        let mut r = record(&id, Some(&wire[i]), m.body.as_deref().unwrap());
+        r.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:in".to_owned());
+        event.records.push(r);
+    }
+    event.records.sort_by_key(|r| sent.iter().position(|s| Some(s) == r.message_id.as_ref()));
+
+    let consumer = LocalLambda::start("sample-sqs-consumer", "consumer", &env(&[("FORWARD_QUEUE_URL", out_url.clone())])).await.unwrap();
+    let (header, root, _) = new_trace_header(true);
+    let Outcome::Response(resp) = consumer.invoke(serde_json::to_value(&event).unwrap(), Some(&header), t).await.unwrap() else {
+        panic!("consumer failed")
+    };
+    assert_eq!(resp["batchItemFailures"], serde_json::json!([{"itemIdentifier": sent[1]}]));
+    let docs = daemon.wait_for(t, |d| d.iter().any(|d| d["trace_id"] == root.as_str())).await.unwrap();
+    for d in &docs {
+        schema::validate(d).unwrap();
+    }
+    let entities = flatten(&docs);
+    let messages: Vec<&Value> = entities.iter().map(|(_, e)| e).filter(|e| e["name"] == "Processing Message").collect();
+    // The unsampled producer's message records nothing.
+    assert_eq!(messages.len(), 2, "{docs:#?}");
+    for (m, id) in messages.iter().zip(&sent) {
+        assert_eq!(m["annotations"]["message_id"], id.as_str());
+        assert_eq!(m["annotations"]["producer_trace_id"], sender_root.as_str());
+    }
+    let ok = messages.iter().find(|m| m["annotations"]["message_id"] == sent[0].as_str()).unwrap();
+    let failed = messages.iter().find(|m| m["annotations"]["message_id"] == sent[1].as_str()).unwrap();
+    assert!(ok.get("fault").is_none());
+    assert_eq!(failed["fault"], true);
+    let forward = ok["subsegments"].as_array().unwrap().iter().find(|s| s["aws"]["operation"] == "SendMessage").unwrap();
+    assert_eq!(forward["aws"]["queue_url"], out_url.as_str());
+    // On the wire: the sampled message's forward names its subsegment; the unsampled one says Sampled=0.
+    let wire: Vec<String> = proxy.requests_for("SendMessage").iter().map(trace_header_of).collect();
+    assert_eq!(wire.len(), 2);
+    assert_eq!(wire[0], format!("Root={root};Parent={};Sampled=1", forward["id"].as_str().unwrap()));
+    assert!(wire[1].starts_with(&format!("Root={root};Parent=")) && wire[1].ends_with(";Sampled=0"), "{}", wire[1]);
+}
