@@ -4,6 +4,8 @@
 # Lambda Runtime API with a UDP listener as the X-Ray daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The SQS tests (tests/tests/sqs_moto.rs) run moto's server from .venv.
+./scripts/setup-python.sh
 # The end-to-end tests start the function binaries as child processes.
 cargo build --workspace --bins
 cargo test --workspace
