@@ -95,7 +95,8 @@ pub fn trace_tree(docs: &[Value]) -> String {
         let Some(n) = nodes.get(id) else { return };
         let branch = if last { "└─ " } else { "├─ " };
         let name = n.doc["name"].as_str().unwrap_or("?");
-        let ns = n.doc["namespace"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
+        let op = n.doc["aws"]["operation"].as_str().map(|s| format!(" {s}")).unwrap_or_default();
+        let ns = n.doc["namespace"].as_str().map(|s| format!("{op} ({s})")).unwrap_or_default();
         let _ = writeln!(out, "{prefix}{branch}{name}{ns}  {}{}{}", duration_ms(&n.doc), flags(&n.doc), annotations(&n.doc));
         let child_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
         for (i, c) in n.children.iter().enumerate() {
