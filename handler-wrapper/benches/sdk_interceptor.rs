@@ -79,6 +79,11 @@ async fn per_call(client: &aws_sdk_sqs::Client, header: Option<&str>, rounds: u3
     start.elapsed().as_nanos() as f64 / f64::from(rounds * CALLS)
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn main() -> std::io::Result<()> {
     let daemon = UdpSocket::bind("127.0.0.1:0")?;
     let addr = daemon.local_addr()?;
@@ -94,18 +99,31 @@ fn main() -> std::io::Result<()> {
         // Warm up (credentials, identity cache, allocator).
         per_call(&plain, Some(SAMPLED), 20, &config, &emitter).await;
         per_call(&traced, Some(SAMPLED), 20, &config, &emitter).await;
-        let rounds = 100;
-        println!("aws-sdk-sqs SendMessage, canned HTTP response, {CALLS} calls per invocation, {rounds} invocations per measure");
+        // Paired, interleaved blocks; the median of the per-block differences
+        // is robust to the noise of a shared machine.
+        let (blocks, rounds) = (60, 5);
+        println!(
+            "aws-sdk-sqs SendMessage, canned HTTP response, {CALLS} calls per invocation; median of {blocks} paired blocks of {} calls",
+            rounds * CALLS
+        );
         println!("{:<12} {:>14} {:>14} {:>14}", "invocation", "without ns", "with ns", "added ns");
         for (label, header) in [("sampled", Some(SAMPLED)), ("unsampled", Some(UNSAMPLED)), ("untraced", None)] {
-            // Interleave and keep the best of 5 to damp noise on a shared machine.
-            let (mut best_plain, mut best_traced) = (f64::MAX, f64::MAX);
-            for _ in 0..5 {
-                best_plain = best_plain.min(per_call(&plain, header, rounds, &config, &emitter).await);
-                best_traced = best_traced.min(per_call(&traced, header, rounds, &config, &emitter).await);
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let (mut plain_ns, mut traced_ns, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..blocks {
+                // Alternate which goes first.
+                let (p, t) = if i % 2 == 0 {
+                    let p = per_call(&plain, header, rounds, &config, &emitter).await;
+                    (p, per_call(&traced, header, rounds, &config, &emitter).await)
+                } else {
+                    let t = per_call(&traced, header, rounds, &config, &emitter).await;
+                    (per_call(&plain, header, rounds, &config, &emitter).await, t)
+                };
+                plain_ns.push(p);
+                traced_ns.push(t);
+                diffs.push(t - p);
             }
-            println!("{label:<12} {best_plain:>14.0} {best_traced:>14.0} {:>14.0}", best_traced - best_plain);
+            println!("{label:<12} {:>14.0} {:>14.0} {:>14.0}", median(plain_ns), median(traced_ns), median(diffs));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
     Ok(())

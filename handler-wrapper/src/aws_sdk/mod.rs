@@ -154,7 +154,8 @@ impl Intercept for XRayInterceptor {
     fn read_before_execution(&self, _context: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
         guarded("read_before_execution", || {
             // Already started (the interceptor is attached twice, e.g. client and operation).
-            if cfg.load::<CallState>().is_some() {
+            // The state lives in the interceptor layer: look only there (a `load` scans every layer).
+            if cfg.get_mut_from_interceptor_state::<CallState>().is_some() {
                 return;
             }
             let ctx = current();
@@ -185,7 +186,7 @@ impl Intercept for XRayInterceptor {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         guarded("modify_before_retry_loop", || {
-            if let Some(header) = cfg.load::<CallState>().and_then(|s| s.header.as_deref()) {
+            if let Some(header) = cfg.get_mut_from_interceptor_state::<CallState>().and_then(|s| s.header.as_deref()) {
                 // Replaces any value: ours names this call's subsegment.
                 let _ = context.request_mut().headers_mut().try_insert(TRACE_HEADER, header.to_owned());
             }
@@ -238,15 +239,16 @@ impl Intercept for XRayInterceptor {
 
 /// Begins the call's subsegment once the operation's metadata is in the bag.
 fn begin(cfg: &mut ConfigBag) {
-    let Some(state) = cfg.load::<CallState>() else { return };
-    if state.sub.is_some() || state.names.is_some() {
-        return;
-    }
-    let (service, operation) = match cfg.load::<Metadata>() {
-        Some(m) => (m.service().to_owned(), m.name().to_owned()),
-        None => ("AWS".to_owned(), String::new()),
+    let sampled = match cfg.get_mut_from_interceptor_state::<CallState>() {
+        Some(state) if state.names.is_none() => state.ctx.is_sampled(),
+        _ => return,
     };
-    let sampled = state.ctx.is_sampled();
+    // Unsampled calls only need the header: no names (and no allocation for them).
+    let (service, operation) = match cfg.load::<Metadata>().filter(|_| sampled) {
+        Some(m) => (m.service().to_owned(), m.name().to_owned()),
+        None if sampled => ("AWS".to_owned(), String::new()),
+        None => (String::new(), String::new()),
+    };
     let region = if sampled { cfg.load::<aws_types::region::Region>().map(|r| r.as_ref().to_owned()) } else { None };
     let Some(state) = cfg.get_mut_from_interceptor_state::<CallState>() else { return };
     let (sub, child) = state.ctx.begin_subsegment(&service);
