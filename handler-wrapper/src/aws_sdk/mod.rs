@@ -14,7 +14,7 @@
 //! Per operation (retries included) it records a subsegment named after the
 //! service (`SQS`, `DynamoDB`, `S3`...), `namespace: "aws"`, `aws.operation`,
 //! `aws.region`, `aws.request_id`, `aws.retries`, `aws.id_2` (S3), the
-//! per-operation fields of [`fields`] and `http.response` (`status`,
+//! per-operation fields of its table (`aws_sdk/fields.rs`) and `http.response` (`status`,
 //! `content_length`). Errors: 4xx → `error`, 429 or a throttling error code →
 //! `throttle` + `error`, 5xx → `fault`, with the service's error code and
 //! message as a remote exception in `cause`; connection failures and timeouts
