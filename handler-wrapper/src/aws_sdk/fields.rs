@@ -152,8 +152,64 @@ pub(crate) struct Message<'a> {
     pub(crate) body: Option<&'a [u8]>,
 }
 
-/// The parsed top-level members of a JSON body, borrowed.
-type JsonMembers<'a> = HashMap<&'a str, &'a RawValue>;
+/// The wanted top-level members of a JSON body, borrowed from it.
+type JsonMembers<'a> = Vec<(&'static str, &'a RawValue)>;
+
+/// Parses only the members named in `wanted` out of a JSON object: the others
+/// are skipped without being built (message bodies can be large).
+struct Pick<'w>(&'w [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    type Value = JsonMembers<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = JsonMembers<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key_seed(Key(self.0))? {
+            match key {
+                Some(name) => out.push((name, map.next_value::<&RawValue>()?)),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A map key, matched against the wanted names without allocating.
+struct Key<'w>(&'w [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<&'static str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Key<'_> {
+    type Value = Option<&'static str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|w| **w == v).copied())
+    }
+}
+
+fn pick<'a>(body: &'a [u8], wanted: &[&'static str]) -> Option<JsonMembers<'a>> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Pick(wanted).deserialize(&mut de).ok()
+}
 
 /// Records the fields of `side` for `(service, operation)` read from `msg` into `aws`.
 pub(crate) fn record(service: &str, operation: &str, side: Side, msg: &Message<'_>, aws: &mut Aws) {
@@ -161,9 +217,15 @@ pub(crate) fn record(service: &str, operation: &str, side: Side, msg: &Message<'
     for field in fields_for(service, operation).filter(|f| f.side == side) {
         let value = match field.from {
             Src::Json(name) => {
-                let members = json.get_or_insert_with(|| msg.body.and_then(|b| serde_json::from_slice::<JsonMembers<'_>>(b).ok()));
+                let members = json.get_or_insert_with(|| {
+                    let wanted: Vec<&'static str> = fields_for(service, operation)
+                        .filter(|f| f.side == side)
+                        .filter_map(|f| if let Src::Json(n) = f.from { Some(n) } else { None })
+                        .collect();
+                    msg.body.and_then(|b| pick(b, &wanted))
+                });
                 match members {
-                    Some(m) => shape_json(m.get(name).copied(), field.shape, side),
+                    Some(m) => shape_json(m.iter().find(|(k, _)| *k == name).map(|(_, v)| *v), field.shape, side),
                     None => None,
                 }
             }
@@ -393,6 +455,16 @@ mod tests {
         let mut aws = Aws::default();
         record("DynamoDB", "BatchWriteItem", Side::Request, &msg("/", Some(br#"{"RequestItems":{"t2":[],"t1":[]}}"#), &none), &mut aws);
         assert_eq!(aws.table_names, Some(vec!["t1".to_owned(), "t2".to_owned()]));
+    }
+
+    #[test]
+    fn json_picking_takes_top_level_members_only() {
+        let body = br#"{"X":{"QueueUrl":"nested"},"A\u0042":1,"QueueUrl":"u","MessageBody":"big"}"#;
+        let got = pick(body, &["QueueUrl", "AB"]).unwrap();
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (*k, v.get())).collect();
+        assert_eq!(got, [("AB", "1"), ("QueueUrl", "\"u\"")]);
+        assert!(pick(b"[1]", &["QueueUrl"]).is_none());
+        assert!(pick(b"{\"QueueUrl\":", &["QueueUrl"]).is_none());
     }
 
     #[test]
