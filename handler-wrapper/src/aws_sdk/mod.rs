@@ -71,7 +71,6 @@ const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
     "PriorRequestNotComplete",
     "EC2ThrottledException",
-    "RequestThrottledException",
     "AWS.SimpleQueueService.RequestThrottled",
 ];
 
