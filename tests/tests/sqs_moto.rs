@@ -497,3 +497,87 @@ async fn sample_sender_and_consumer_end_to_end() {
     assert_eq!(wire[0], format!("Root={root};Parent={};Sampled=1", forward["id"].as_str().unwrap()));
     assert!(wire[1].starts_with(&format!("Root={root};Parent=")) && wire[1].ends_with(";Sampled=0"), "{}", wire[1]);
 }
+
+/// A loopback HTTP server answering every request with `status` and a JSON `body`.
+async fn canned_server(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: head, then Content-Length bytes of body.
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize =
+                        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + len);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: req-{status}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_with_retries() {
+    let (throttling, t1) = canned_server(400, r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#).await;
+    let (too_many, t2) = canned_server(429, r#"{"__type":"com.amazonaws.sqs#TooManyRequests","message":"slow down"}"#).await;
+    let (internal, t3) = canned_server(500, r#"{"__type":"com.amazonaws.sqs#InternalError","message":"oops"}"#).await;
+    let cap = Capture::default();
+    let header = sampled_header();
+    let clients = [client(&throttling, 2), client(&too_many, 1), client(&internal, 2)];
+    let results = invocation(Some(&header), &cap)
+        .wrap(lambda_xray::in_subsegment("## handler", async move {
+            let mut out = Vec::new();
+            for c in &clients {
+                out.push(c.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await.is_err());
+            }
+            out
+        }))
+        .await;
+    for t in [t1, t2, t3] {
+        t.abort();
+    }
+    assert_eq!(results, [true, true, true]);
+    let docs = cap.docs();
+    let (_, subs) = handler_doc(&docs);
+    assert_eq!(subs.len(), 3, "{subs:#?}");
+    let flags = |s: &Value| (s.get("error").is_some(), s.get("throttle").is_some(), s.get("fault").is_some());
+    // A throttling error code on a 400: throttle + error, retried.
+    assert_eq!(flags(&subs[0]), (true, true, false), "{:#}", subs[0]);
+    assert_eq!(subs[0]["aws"]["retries"], 1);
+    assert_eq!(subs[0]["aws"]["request_id"], "req-400");
+    assert_eq!(subs[0]["cause"]["exceptions"][0]["type"], "ThrottlingException");
+    assert_eq!(subs[0]["cause"]["exceptions"][0]["remote"], true);
+    // 429: throttle + error.
+    assert_eq!(flags(&subs[1]), (true, true, false), "{:#}", subs[1]);
+    assert_eq!(subs[1]["http"]["response"]["status"], 429);
+    // 5xx: fault, retried, the service's error as a remote exception.
+    assert_eq!(flags(&subs[2]), (false, false, true), "{:#}", subs[2]);
+    assert_eq!(subs[2]["aws"]["retries"], 1);
+    assert_eq!(subs[2]["cause"]["exceptions"][0]["type"], "InternalError");
+    assert_eq!(subs[2]["cause"]["exceptions"][0]["message"], "oops");
+}
