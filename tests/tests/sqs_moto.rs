@@ -499,10 +499,10 @@ async fn sample_sender_and_consumer_end_to_end() {
 }
 
 /// A loopback HTTP server answering every request with `status` and a JSON `body`.
-async fn canned_server(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+async fn canned_server(status: u16, body: &'static str) -> io::Result<(String, tokio::task::JoinHandle<()>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -538,14 +538,15 @@ async fn canned_server(status: u16, body: &'static str) -> (String, tokio::task:
             });
         }
     });
-    (url, task)
+    Ok((url, task))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_errors_with_retries() {
-    let (throttling, t1) = canned_server(400, r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#).await;
-    let (too_many, t2) = canned_server(429, r#"{"__type":"com.amazonaws.sqs#TooManyRequests","message":"slow down"}"#).await;
-    let (internal, t3) = canned_server(500, r#"{"__type":"com.amazonaws.sqs#InternalError","message":"oops"}"#).await;
+    let (throttling, t1) =
+        canned_server(400, r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#).await.unwrap();
+    let (too_many, t2) = canned_server(429, r#"{"__type":"com.amazonaws.sqs#TooManyRequests","message":"slow down"}"#).await.unwrap();
+    let (internal, t3) = canned_server(500, r#"{"__type":"com.amazonaws.sqs#InternalError","message":"oops"}"#).await.unwrap();
     let cap = Capture::default();
     let header = sampled_header();
     let clients = [client(&throttling, 2), client(&too_many, 1), client(&internal, 2)];
