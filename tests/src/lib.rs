@@ -41,6 +41,18 @@ pub fn bin_path(name: &str) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
+/// A UDP socket with a 4 MiB receive buffer (as far as `net.core.rmem_max`
+/// allows): a function streaming hundreds of documents in a burst must not
+/// overflow the default buffer while a busy machine delays this process.
+fn bind_udp(addr: &str) -> Result<tokio::net::UdpSocket, Error> {
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+}
+
 /// A stand-in X-Ray daemon: a UDP socket on 127.0.0.1 that keeps what it gets.
 pub struct Daemon {
     addr: std::net::SocketAddr,
@@ -56,7 +68,7 @@ impl Daemon {
 
     /// Binds `addr` (e.g. to come back on a port that was down).
     pub async fn bind(addr: &str) -> Result<Self, Error> {
-        let socket = tokio::net::UdpSocket::bind(addr).await?;
+        let socket = bind_udp(addr)?;
         let addr = socket.local_addr()?;
         let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = received.clone();
