@@ -27,6 +27,13 @@
 //! Nothing is recorded or sent for unsampled invocations (`Sampled=0`), but the
 //! decision is still available for propagation through
 //! [`current_trace_header`]. Tracing never changes what the handler returns.
+//!
+//! Cargo features:
+//! - `aws-sdk`: `XRayInterceptor` (module `aws_sdk`), attached once per AWS
+//!   SDK client, records every call as an `aws` subsegment and propagates the
+//!   trace header to the called service;
+//! - `sqs`: module `sqs`, per-message sampling scopes and partial batch
+//!   failures for SQS-triggered functions.
 
 #[cfg(feature = "aws-sdk")]
 pub mod aws_sdk;
