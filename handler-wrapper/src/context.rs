@@ -169,6 +169,24 @@ impl TraceContext {
         TraceContext(ctx)
     }
 
+    /// The same trace, unsampled from here on: nothing recorded under the
+    /// returned context, and its [`trace_header`](TraceContext::trace_header)
+    /// carries `Sampled=0` with `Parent` = this context's current entity (and
+    /// the inbound extra keys). What the reference SDKs call a subsegment
+    /// "without sampling"; used for SQS messages whose producer did not sample
+    /// them. Contexts that are already unsampled or untraced are returned as they are.
+    pub fn unsampled(&self) -> TraceContext {
+        match &self.0 {
+            Current::Sampled { inv, node } => {
+                let id = node.map(|(_, id)| id).unwrap_or(inv.segment_id);
+                let header = inv.downstream_header(Some(id));
+                let noop_ids = config::global().noop_ids;
+                TraceContext(Current::Unsampled { inv: Arc::new(Unsampled { header, noop_ids }), id })
+            }
+            other => TraceContext(other.clone()),
+        }
+    }
+
     /// Whether this context records anything.
     pub fn is_sampled(&self) -> bool {
         matches!(self.0, Current::Sampled { .. })

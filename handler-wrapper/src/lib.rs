@@ -27,7 +27,16 @@
 //! Nothing is recorded or sent for unsampled invocations (`Sampled=0`), but the
 //! decision is still available for propagation through
 //! [`current_trace_header`]. Tracing never changes what the handler returns.
+//!
+//! Cargo features:
+//! - `aws-sdk`: `XRayInterceptor` (module `aws_sdk`), attached once per AWS
+//!   SDK client, records every call as an `aws` subsegment and propagates the
+//!   trace header to the called service;
+//! - `sqs`: module `sqs`, per-message sampling scopes and partial batch
+//!   failures for SQS-triggered functions.
 
+#[cfg(feature = "aws-sdk")]
+pub mod aws_sdk;
 pub mod config;
 pub mod context;
 pub mod document;
@@ -37,10 +46,14 @@ pub mod header;
 pub mod id;
 mod invocation;
 pub mod layer;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 pub mod subsegment;
 #[cfg(feature = "tracing-bridge")]
 pub mod tracing_bridge;
 
+#[cfg(feature = "aws-sdk")]
+pub use aws_sdk::XRayInterceptor;
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
 pub use document::{AnnotationValue, Document};

@@ -107,6 +107,25 @@ pub fn try_begin_subsegment(name: &str) -> Result<Subsegment, TraceError> {
     }
 }
 
+impl crate::context::TraceContext {
+    /// Begins a subsegment named `name` as a child of this context's current
+    /// entity, without touching the thread's current context. Returns the
+    /// guard and the context to run the subsegment's work under
+    /// (`child.wrap(fut)` or `child.enter()`), whose
+    /// [`trace_header`](crate::TraceContext::trace_header) names the new
+    /// subsegment as `Parent`.
+    ///
+    /// For integrations whose work is not one lexical scope (an SDK call that
+    /// spans several hooks, concurrent calls in one handler). Unsampled or
+    /// untraced contexts give a no-op guard and an equivalent context; outside
+    /// any invocation both are no-ops and nothing is logged.
+    pub fn begin_subsegment(&self, name: &str) -> (Subsegment, crate::context::TraceContext) {
+        let mut child = self.0.clone();
+        let inner = begin_in(&mut child, name).unwrap_or(Inner::Noop);
+        (Subsegment { inner }, crate::context::TraceContext(child))
+    }
+}
+
 impl Subsegment {
     /// The subsegment's id (`None` when not recorded with an id).
     pub fn id(&self) -> Option<EntityId> {

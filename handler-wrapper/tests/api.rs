@@ -213,3 +213,42 @@ fn handles_are_send_so_they_cross_tasks_and_threads() {
     send::<lambda_xray::WithTrace<std::future::Ready<()>>>();
     send::<lambda_xray::InSubsegment<std::future::Ready<()>>>();
 }
+
+#[tokio::test]
+async fn detached_subsegments_and_unsampled_contexts() {
+    let cap = Capture::default();
+    let header = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1");
+    let ctx = lambda_xray::TraceContext::for_invocation_with(Some(&header), None, &Config::default(), Arc::new(Emitter::new(cap.clone())));
+    let (a, a_ctx, b, b_ctx, unsampled_header) = ctx
+        .clone()
+        .wrap(async {
+            let before = lambda_xray::current_trace_header().map(|h| h.to_string());
+            // Two overlapping detached subsegments, ended out of order: neither becomes current.
+            let (a, a_ctx) = lambda_xray::current().begin_subsegment("a");
+            let (b, b_ctx) = lambda_xray::current().begin_subsegment("b");
+            assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), before);
+            let ids = (a.id(), a_ctx.trace_header().map(|h| h.to_string()), b.id(), b_ctx.trace_header().map(|h| h.to_string()));
+            a.end();
+            b.end();
+            assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), before);
+            let unsampled = lambda_xray::current().unsampled();
+            let inside = unsampled
+                .wrap(async {
+                    assert!(!lambda_xray::is_sampled());
+                    lambda_xray::trace("not recorded", || ());
+                    lambda_xray::current_trace_header().map(|h| h.to_string())
+                })
+                .await;
+            (ids.0, ids.1, ids.2, ids.3, inside)
+        })
+        .await;
+    let (a, b) = (a.unwrap().to_string(), b.unwrap().to_string());
+    assert_eq!(a_ctx, Some(format!("Root={ROOT};Parent={a};Sampled=1;Lineage=a87bd80c:1")));
+    assert_eq!(b_ctx, Some(format!("Root={ROOT};Parent={b};Sampled=1;Lineage=a87bd80c:1")));
+    assert_eq!(unsampled_header, Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0;Lineage=a87bd80c:1")));
+    let names: Vec<String> = cap.docs().iter().map(|d| d["name"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(names, ["a", "b"]);
+    for d in cap.docs() {
+        assert_eq!(d["parent_id"], "53995c3f42cd8ad8");
+    }
+}

@@ -8,6 +8,7 @@
 //!   Lambda runs them, including freeze (SIGSTOP) between invocations.
 //! - [`schema`], [`parse_datagram`] and [`waterfall`]: checking and showing what
 //!   arrived.
+//! - [`moto`]: moto's server as a local SQS, and a recording proxy in front of it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod moto;
 pub mod platform;
 pub mod schema;
 pub mod waterfall;

@@ -86,9 +86,11 @@ pub fn layout(docs: &[Value]) -> Waterfall {
             }
         }
         let annotations = d["annotations"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
-        let name = match d["namespace"].as_str() {
-            Some(ns) => format!("{} ({ns})", d["name"].as_str().unwrap_or("?")),
-            None => d["name"].as_str().unwrap_or("?").to_owned(),
+        let base = d["name"].as_str().unwrap_or("?");
+        let name = match (d["aws"]["operation"].as_str(), d["namespace"].as_str()) {
+            (Some(op), Some(ns)) => format!("{base} {op} ({ns})"),
+            (None, Some(ns)) => format!("{base} ({ns})"),
+            _ => base.to_owned(),
         };
         let start = d["start_time"].as_f64().unwrap_or(t0);
         rows.push(Row {
