@@ -364,6 +364,44 @@ impl Transport for NullTransport {
     }
 }
 
+/// A transport that keeps every datagram in memory: for tests of code that
+/// traces (`XRayLayer::with_emitter(config, Arc::new(Emitter::new(memory.clone())))`).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTransport(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Transport for MemoryTransport {
+    fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(datagram.to_vec());
+        Ok(())
+    }
+}
+
+impl MemoryTransport {
+    /// Every datagram so far.
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Every document so far, parsed; a datagram that is not the daemon's
+    /// header line plus one JSON document becomes `Value::Null`.
+    pub fn documents(&self) -> Vec<serde_json::Value> {
+        self.datagrams()
+            .iter()
+            .map(|d| {
+                let header = wire_header();
+                d.strip_prefix(header).and_then(|body| serde_json::from_slice(body).ok()).unwrap_or(serde_json::Value::Null)
+            })
+            .collect()
+    }
+
+    /// Forgets what was sent so far.
+    pub fn clear(&self) {
+        if let Ok(mut v) = self.0.lock() {
+            v.clear();
+        }
+    }
+}
+
 static GLOBAL: OnceLock<std::sync::Arc<Emitter>> = OnceLock::new();
 
 /// The process-wide emitter, built from [`crate::config::global`] on first use.
@@ -375,32 +413,17 @@ pub fn global() -> std::sync::Arc<Emitter> {
 pub(crate) mod tests {
     use super::*;
     use crate::id::{EntityId, TraceId};
-    use std::sync::{Arc, Mutex};
 
-    /// Keeps every datagram (shared with the invocation tests).
-    #[derive(Clone, Default)]
-    pub(crate) struct Capture(pub(crate) Arc<Mutex<Vec<Vec<u8>>>>);
-    impl Transport for Capture {
-        fn send(&self, d: &[u8]) -> io::Result<()> {
-            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(d.to_vec());
-            Ok(())
-        }
-    }
-    impl Capture {
-        pub(crate) fn documents(&self) -> Vec<serde_json::Value> {
-            let all = self.0.lock().map(|v| v.clone()).unwrap_or_default();
-            all.iter()
-                .map(|d| {
-                    let text = std::str::from_utf8(d).unwrap_or("");
-                    let (header, body) = text.split_once('\n').unwrap_or(("", ""));
-                    assert_eq!(header, r#"{"format":"json","version":1}"#);
-                    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
-                })
-                .collect()
-        }
-        pub(crate) fn sizes(&self) -> Vec<usize> {
-            self.0.lock().map(|v| v.iter().map(Vec::len).collect()).unwrap_or_default()
-        }
+    /// The in-memory transport, also used by the invocation tests.
+    pub(crate) type Capture = MemoryTransport;
+
+    #[test]
+    fn memory_transport_keeps_datagrams_in_wire_format() {
+        let cap = Capture::default();
+        Emitter::new(cap.clone()).emit(doc_with_children(0, 0));
+        let raw = cap.datagrams();
+        assert!(raw[0].starts_with(b"{\"format\":\"json\",\"version\":1}\n"));
+        assert_eq!(cap.documents()[0]["name"], "parent");
     }
 
     #[test]
@@ -447,7 +470,8 @@ pub(crate) mod tests {
         let parent = doc_with_children(10, 20_000);
         let parent_id = parent.id;
         emitter.emit(parent);
-        assert!(cap.sizes().iter().all(|&s| s <= MAX_DATAGRAM_BYTES), "{:?}", cap.sizes());
+        let sizes: Vec<usize> = cap.datagrams().iter().map(Vec::len).collect();
+        assert!(sizes.iter().all(|&s| s <= MAX_DATAGRAM_BYTES), "{sizes:?}");
         let docs = cap.documents();
         // Every child arrives exactly once, embedded or on its own with the right parent.
         let mut names: Vec<String> = Vec::new();

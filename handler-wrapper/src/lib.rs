@@ -57,7 +57,7 @@ pub use aws_sdk::XRayInterceptor;
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
 pub use document::{AnnotationValue, Document};
-pub use emitter::{Emitter, EmitterStats, NullTransport, Transport, UdpTransport};
+pub use emitter::{Emitter, EmitterStats, MemoryTransport, NullTransport, Transport, UdpTransport};
 pub use error::TraceError;
 pub use header::{SamplingDecision, TraceHeader};
 pub use id::{EntityId, TraceId};

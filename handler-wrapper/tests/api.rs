@@ -1,33 +1,14 @@
 //! The public API through the handler layer, with a capturing transport.
 
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent, service_fn};
-use lambda_xray::{Config, Emitter, FutureExt, TraceError, Transport, XRayLayer};
+use lambda_xray::{Config, Emitter, FutureExt, MemoryTransport, TraceError, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Value>>>);
-
-impl Transport for Capture {
-    fn send(&self, d: &[u8]) -> io::Result<()> {
-        let text = std::str::from_utf8(d).map_err(io::Error::other)?;
-        let (_, body) = text.split_once('\n').ok_or_else(|| io::Error::other("no header"))?;
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(serde_json::from_str(body)?);
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn docs(&self) -> Vec<Value> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-fn layer(cap: &Capture) -> XRayLayer {
+fn layer(cap: &MemoryTransport) -> XRayLayer {
     XRayLayer::new().handler_name("test").service("svc").with_emitter(Config::default(), Arc::new(Emitter::new(cap.clone())))
 }
 
@@ -41,7 +22,7 @@ const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let svc = layer(&cap).layer(service_fn(|e: LambdaEvent<Value>| async move {
         let who = e.payload["who"].as_str().unwrap_or("").to_owned();
         lambda_xray::in_subsegment(who.clone(), async move {
@@ -66,7 +47,7 @@ async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
         tokio::join!(svc.clone().call(event(json!({"who": "a"}), Some(&a))), svc.clone().call(event(json!({"who": "b"}), Some(&b))));
     assert_eq!(ra.ok(), Some(json!("a")));
     assert_eq!(rb.ok(), Some(json!("b")));
-    let docs = cap.docs();
+    let docs = cap.documents();
     assert_eq!(docs.len(), 2);
     for (parent, who) in [("00000000000000aa", "a"), ("00000000000000bb", "b")] {
         let d = docs.iter().find(|d| d["parent_id"] == parent).cloned().unwrap_or_default();
@@ -85,7 +66,7 @@ async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
 
 #[tokio::test]
 async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
         let sub = lambda_xray::begin_subsegment("work");
         sub.put_annotation("bad key!", 1).map_err(|e| e.to_string())?;
@@ -103,14 +84,14 @@ async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
     let out = svc.call(event(json!({}), Some(&unsampled))).await.ok();
     // Sampled=0 is still there to propagate, with the extra keys.
     assert_eq!(out, Some(json!({"header": format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0;Lineage=a87bd80c:1"), "sampled": false})));
-    assert!(cap.docs().is_empty());
+    assert!(cap.documents().is_empty());
 
     let mut failing =
         layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move { Err::<Value, _>(lambda_runtime::Error::from("boom")) }));
     let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
     let err = failing.call(event(json!({}), Some(&sampled))).await.err().map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some("boom"));
-    let docs = cap.docs();
+    let docs = cap.documents();
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["fault"], true);
     assert_eq!(docs[0]["cause"]["exceptions"][0]["message"], "boom");
@@ -130,7 +111,7 @@ async fn catch_unwind<F: std::future::Future>(fut: F) -> Result<F::Output, Box<d
 
 #[tokio::test]
 async fn a_panic_propagates_with_its_payload_and_is_recorded() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
         if lambda_xray::is_sampled() {
             panic!("handler exploded");
@@ -141,7 +122,7 @@ async fn a_panic_propagates_with_its_payload_and_is_recorded() {
     let payload = catch_unwind(svc.call(event(json!({}), Some(&sampled)))).await.err();
     let msg = payload.as_ref().and_then(|p| p.downcast_ref::<&str>()).copied();
     assert_eq!(msg, Some("handler exploded"));
-    let docs = cap.docs();
+    let docs = cap.documents();
     assert_eq!(docs[0]["fault"], true);
     assert_eq!(docs[0]["cause"]["exceptions"][0]["message"], "handler exploded");
 }
@@ -159,7 +140,7 @@ fn outside_an_invocation_calls_do_nothing_and_say_so() {
 
 #[tokio::test]
 async fn the_lambda_segment_itself_is_read_only() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let ctx = lambda_xray::TraceContext::for_invocation_with(
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1")),
         None,
@@ -172,7 +153,7 @@ async fn the_lambda_segment_itself_is_read_only() {
     assert_eq!(lambda_xray::put_annotation("k", 1), Ok(()));
     assert!(matches!(lambda_xray::put_metadata_in("AWS.X", "k", &1), Err(TraceError::ReservedMetadataNamespace(_))));
     drop(sub);
-    assert_eq!(cap.docs()[0]["annotations"]["k"], 1);
+    assert_eq!(cap.documents()[0]["annotations"]["k"], 1);
 }
 
 #[tokio::test]
@@ -182,7 +163,7 @@ async fn with_real_noop_ids_off_unsampled_subsegments_propagate_their_own_id() {
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
         None,
         &config,
-        Arc::new(Emitter::new(Capture::default())),
+        Arc::new(Emitter::new(MemoryTransport::default())),
     );
     let _entered = ctx.enter();
     let outer = lambda_xray::current_trace_header().map(|h| h.to_string());
@@ -199,7 +180,7 @@ async fn with_real_noop_ids_off_unsampled_subsegments_propagate_their_own_id() {
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
         None,
         &Config::default(),
-        Arc::new(Emitter::new(Capture::default())),
+        Arc::new(Emitter::new(MemoryTransport::default())),
     );
     let _entered = ctx.enter();
     assert_eq!(lambda_xray::begin_subsegment("noop").id(), None);
@@ -216,7 +197,7 @@ fn handles_are_send_so_they_cross_tasks_and_threads() {
 
 #[tokio::test]
 async fn detached_subsegments_and_unsampled_contexts() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let header = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1");
     let ctx = lambda_xray::TraceContext::for_invocation_with(Some(&header), None, &Config::default(), Arc::new(Emitter::new(cap.clone())));
     let (a, a_ctx, b, b_ctx, unsampled_header) = ctx
@@ -246,9 +227,9 @@ async fn detached_subsegments_and_unsampled_contexts() {
     assert_eq!(a_ctx, Some(format!("Root={ROOT};Parent={a};Sampled=1;Lineage=a87bd80c:1")));
     assert_eq!(b_ctx, Some(format!("Root={ROOT};Parent={b};Sampled=1;Lineage=a87bd80c:1")));
     assert_eq!(unsampled_header, Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0;Lineage=a87bd80c:1")));
-    let names: Vec<String> = cap.docs().iter().map(|d| d["name"].as_str().unwrap_or("").to_owned()).collect();
+    let names: Vec<String> = cap.documents().iter().map(|d| d["name"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(names, ["a", "b"]);
-    for d in cap.docs() {
+    for d in cap.documents() {
         assert_eq!(d["parent_id"], "53995c3f42cd8ad8");
     }
 }

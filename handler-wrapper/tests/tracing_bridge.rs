@@ -1,27 +1,13 @@
 //! The `tracing` bridge: spans as subsegments, sharing the explicit API's context.
 
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lambda_xray::tracing_bridge::SubsegmentLayer;
-use lambda_xray::{Config, Emitter, TraceContext, Transport};
-use serde_json::Value;
+use lambda_xray::{Config, Emitter, MemoryTransport, TraceContext};
 use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Value>>>);
-
-impl Transport for Capture {
-    fn send(&self, d: &[u8]) -> io::Result<()> {
-        let text = std::str::from_utf8(d).map_err(io::Error::other)?;
-        let (_, body) = text.split_once('\n').ok_or_else(|| io::Error::other("no header"))?;
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(serde_json::from_str(body)?);
-        Ok(())
-    }
-}
-
-fn invocation(cap: &Capture, sampled: bool) -> TraceContext {
+fn invocation(cap: &MemoryTransport, sampled: bool) -> TraceContext {
     let header = format!("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={}", u8::from(sampled));
     TraceContext::for_invocation_with(Some(&header), None, &Config::default(), Arc::new(Emitter::new(cap.clone())))
 }
@@ -48,7 +34,7 @@ async fn inner() {
 // test covers a multi-threaded runtime with a global subscriber.)
 #[tokio::test]
 async fn spans_and_explicit_subsegments_nest_in_one_tree() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new());
     let _default = tracing::subscriber::set_default(subscriber);
     let ctx = invocation(&cap, true);
@@ -60,7 +46,7 @@ async fn spans_and_explicit_subsegments_nest_in_one_tree() {
     })
     .await;
 
-    let docs = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let docs = cap.documents();
     assert_eq!(docs.len(), 1, "{docs:#?}");
     let handler = &docs[0];
     let outer = &handler["subsegments"][0];
@@ -84,17 +70,17 @@ async fn spans_and_explicit_subsegments_nest_in_one_tree() {
 
 #[tokio::test]
 async fn spans_in_unsampled_invocations_or_outside_record_nothing() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new());
     let _default = tracing::subscriber::set_default(subscriber);
     invocation(&cap, false).wrap(outer()).await;
     outer().await;
-    assert!(cap.0.lock().map(|v| v.is_empty()).unwrap_or(false));
+    assert!(cap.datagrams().is_empty());
 }
 
 #[tokio::test]
 async fn target_and_level_choices() {
-    let cap = Capture::default();
+    let cap = MemoryTransport::default();
     let layer = SubsegmentLayer::new().only_targets(&["tracing_bridge"]).min_level(tracing::Level::INFO);
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     invocation(&cap, true)
@@ -105,7 +91,7 @@ async fn target_and_level_choices() {
             let _c = tracing::info_span!(target: "other_crate", "elsewhere").entered();
         })
         .await;
-    let docs = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let docs = cap.documents();
     let names: Vec<&str> = docs[0]["subsegments"].as_array().into_iter().flatten().filter_map(|d| d["name"].as_str()).collect();
     assert_eq!(names, vec!["kept"]);
     assert!(docs[0]["subsegments"][0].get("subsegments").is_none());

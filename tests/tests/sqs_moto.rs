@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use lambda_xray::{Config, Emitter, TraceContext, Transport, XRayInterceptor};
+use lambda_xray::{Config, Emitter, MemoryTransport, TraceContext, XRayInterceptor};
 use lambda_xray_e2e::moto::{Moto, RecordingProxy, free_port};
 use lambda_xray_e2e::schema;
 use serde_json::Value;
@@ -21,21 +21,15 @@ use serde_json::Value;
 const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 const LAMBDA_SEGMENT: &str = "53995c3f42cd8ad8";
 
+/// Keeps what the interceptor's invocation sends.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Value>>>);
-
-impl Transport for Capture {
-    fn send(&self, d: &[u8]) -> io::Result<()> {
-        let doc = lambda_xray_e2e::parse_datagram(d).map_err(|e| io::Error::other(e.to_string()))?;
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(doc);
-        Ok(())
-    }
-}
+struct Capture(MemoryTransport);
 
 impl Capture {
     /// Every document so far, each validated against the schema.
     fn docs(&self) -> Vec<Value> {
-        let docs = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let docs: Vec<Value> =
+            self.0.datagrams().iter().map(|d| lambda_xray_e2e::parse_datagram(d).unwrap_or_else(|e| panic!("bad datagram: {e}"))).collect();
         for d in &docs {
             if let Err(e) = schema::validate(d) {
                 panic!("{e}");
@@ -76,7 +70,7 @@ fn client_with(endpoint: &str, max_attempts: u32, attempt_timeout: Duration, ope
 
 /// An invocation's context with a capturing emitter.
 fn invocation(header: Option<&str>, cap: &Capture) -> TraceContext {
-    TraceContext::for_invocation_with(header, None, &Config::default(), Arc::new(Emitter::new(cap.clone())))
+    TraceContext::for_invocation_with(header, None, &Config::default(), Arc::new(Emitter::new(cap.0.clone())))
 }
 
 fn sampled_header() -> String {
