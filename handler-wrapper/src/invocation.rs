@@ -165,13 +165,7 @@ impl Invocation {
                     parent.completed_children += 1;
                     parent.completed_bytes += bytes;
                     if parent.completed_children > limits.max_children || parent.completed_bytes > limits.max_bytes {
-                        let pid = parent.doc.id;
-                        parent.completed_children = 0;
-                        parent.completed_bytes = 0;
-                        for mut child in parent.doc.subsegments.drain(..) {
-                            self.make_standalone(&mut child, pid);
-                            outgoing.push(child);
-                        }
+                        self.stream_completed(parent, &mut outgoing);
                     }
                 }
                 None => {
@@ -184,6 +178,17 @@ impl Invocation {
         // Serialise and send outside the lock.
         for doc in outgoing {
             self.emitter.emit(doc);
+        }
+    }
+
+    /// Moves `node`'s completed children to `out`, as documents of their own.
+    fn stream_completed(&self, node: &mut OpenNode, out: &mut Vec<Document>) {
+        let pid = node.doc.id;
+        node.completed_children = 0;
+        node.completed_bytes = 0;
+        for mut child in node.doc.subsegments.drain(..) {
+            self.make_standalone(&mut child, pid);
+            out.push(child);
         }
     }
 
@@ -204,13 +209,7 @@ impl Invocation {
             let segment_id = self.segment_id;
             for slot in tree.slots.iter_mut() {
                 let Some(node) = slot.node.as_mut() else { continue };
-                let pid = node.doc.id;
-                node.completed_children = 0;
-                node.completed_bytes = 0;
-                for mut child in node.doc.subsegments.drain(..) {
-                    self.make_standalone(&mut child, pid);
-                    outgoing.push(child);
-                }
+                self.stream_completed(node, &mut outgoing);
                 let mut snapshot = node.doc.clone();
                 snapshot.in_progress = true;
                 self.make_standalone(&mut snapshot, node.parent.map(|(_, id)| id).unwrap_or(segment_id));
