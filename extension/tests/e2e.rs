@@ -225,7 +225,7 @@ async fn forwarded_documents_validate_and_report_is_attached() {
     for datagram in &golden {
         socket.send_to(datagram, intake).unwrap();
     }
-    let (header, root, parent) = common::sampled_header();
+    let (header, root, parent) = lambda_xray_e2e::new_trace_header(true);
     let (first, _) = platform.invoke_with_header(json!({"docs": 3}), &header).await;
     // The report of an invocation comes after it: it goes out with the next flush.
     platform.invoke(json!({"docs": 1})).await;

@@ -269,13 +269,20 @@ impl Drop for SwapBack<'_> {
     }
 }
 
+/// Runs `f` with `ctx` as the thread's current context. Whatever `f` changes
+/// (a subsegment begun and still open) is kept in `ctx`, and the previous
+/// context is restored, even if `f` panics. No clone: two swaps.
+pub(crate) fn run_in<T>(ctx: &mut Current, f: impl FnOnce() -> T) -> T {
+    swap_current(ctx);
+    let _back = SwapBack(ctx);
+    f()
+}
+
 impl<F: Future> Future for WithTrace<F> {
     type Output = F::Output;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
-        swap_current(this.ctx);
-        let _back = SwapBack(this.ctx);
-        this.inner.poll(cx)
+        run_in(this.ctx, || this.inner.poll(cx))
     }
 }
 

@@ -368,12 +368,17 @@ impl Annotations {
     /// Validates the key and adds or replaces the value.
     pub fn insert(&mut self, key: &str, value: AnnotationValue) -> Result<(), TraceError> {
         validate_annotation_key(key)?;
+        self.insert_valid(key, value);
+        Ok(())
+    }
+
+    /// [`Annotations::insert`] for a key the caller has already validated.
+    pub(crate) fn insert_valid(&mut self, key: &str, value: AnnotationValue) {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
         } else {
             self.0.push((key.to_owned(), value));
         }
-        Ok(())
     }
 }
 
@@ -448,6 +453,12 @@ impl Metadata {
     /// Validates the namespace and adds or replaces one value.
     pub fn insert(&mut self, namespace: &str, key: &str, value: Box<RawValue>) -> Result<(), TraceError> {
         validate_metadata_namespace(namespace)?;
+        self.insert_valid(namespace, key, value);
+        Ok(())
+    }
+
+    /// [`Metadata::insert`] for a namespace the caller has already validated.
+    pub(crate) fn insert_valid(&mut self, namespace: &str, key: &str, value: Box<RawValue>) {
         let idx = match self.0.iter().position(|(ns, _)| ns == namespace) {
             Some(i) => i,
             None => {
@@ -461,7 +472,6 @@ impl Metadata {
         } else {
             entries.push((key.to_owned(), value));
         }
-        Ok(())
     }
     /// Removes the largest value and returns its namespace, key and size, so an
     /// oversized document can be shrunk (see `emitter`).

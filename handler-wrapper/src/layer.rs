@@ -9,14 +9,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use tower::{Layer, Service};
 
 use crate::config::{self, Config};
-use crate::context::{Current, TraceContext};
+use crate::context::{Current, TraceContext, run_in};
 use crate::emitter::Emitter;
 use crate::subsegment::{Subsegment, begin_subsegment, error_type_name, record_panic};
 
@@ -160,7 +160,7 @@ where
         let running = crate::context::current().0;
         drop(entered);
 
-        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings, started: SystemTime::now() }
+        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings }
     }
 }
 
@@ -174,13 +174,12 @@ pin_project_lite::pin_project! {
         sub: Option<Subsegment>,
         invocation: TraceContext,
         settings: Arc<Settings>,
-        started: SystemTime,
     }
 }
 
 impl<F> Debug for TracedInvocation<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TracedInvocation").field("started", &self.started).finish_non_exhaustive()
+        f.debug_struct("TracedInvocation").finish_non_exhaustive()
     }
 }
 
@@ -194,13 +193,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = {
-            let entered = TraceContext(std::mem::take(this.ctx)).enter();
-            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
-            *this.ctx = crate::context::current().0;
-            drop(entered);
-            polled
-        };
+        let polled = run_in(this.ctx, || std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx))));
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => {

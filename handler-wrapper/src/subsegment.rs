@@ -10,7 +10,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use serde::Serialize;
 
-use crate::context::{Current, context_missing, with_current};
+use crate::context::{Current, context_missing, run_in, with_current};
 use crate::document::{AnnotationValue, Cause, DEFAULT_METADATA_NAMESPACE, Document, validate_annotation_key, validate_metadata_namespace};
 use crate::error::{TraceError, cause_from_error, cause_from_message, short_type_name};
 use crate::header::TraceHeader;
@@ -152,10 +152,8 @@ impl Subsegment {
     /// strings (capped at 1000 chars), numbers or booleans.
     pub fn put_annotation(&self, key: &str, value: impl Into<AnnotationValue>) -> Result<(), TraceError> {
         validate_annotation_key(key)?;
-        match self.with_doc(|d| d.annotations.insert(key, value.into())) {
-            Some(r) => r,
-            None => Ok(()),
-        }
+        self.with_doc(|d| d.annotations.insert_valid(key, value.into()));
+        Ok(())
     }
 
     /// Adds metadata under the `default` namespace.
@@ -171,7 +169,8 @@ impl Subsegment {
             return Ok(());
         }
         let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-        self.with_doc(|d| d.metadata.insert(namespace, key, raw)).unwrap_or(Ok(()))
+        self.with_doc(|d| d.metadata.insert_valid(namespace, key, raw));
+        Ok(())
     }
 
     /// Records an error and its `source()` chain in `cause`, and marks the
@@ -333,28 +332,11 @@ impl<F: Future> Future for InSubsegment<F> {
             *this.state = Some((Subsegment { inner }, ctx));
         }
         let Some((_, ctx)) = this.state.as_mut() else { return Poll::Pending };
-        let out = {
-            let mut wrapped = WithCtx(ctx);
-            wrapped.run(|| this.inner.poll(cx))
-        };
+        let out = run_in(ctx, || this.inner.poll(cx));
         if out.is_ready() {
             // Ends the subsegment.
             *this.state = None;
         }
-        out
-    }
-}
-
-/// Runs a closure with `ctx` swapped into the thread-local.
-struct WithCtx<'a>(&'a mut Current);
-
-impl WithCtx<'_> {
-    fn run<T>(&mut self, f: impl FnOnce() -> T) -> T {
-        let entered = crate::context::TraceContext(std::mem::take(self.0)).enter();
-        let out = f();
-        // Take back the (possibly changed) context before restoring the previous one.
-        *self.0 = with_current(|c| c.clone()).unwrap_or_default();
-        drop(entered);
         out
     }
 }
@@ -385,7 +367,10 @@ fn current_target(what: &str) -> Result<Target, TraceError> {
 pub fn put_annotation(key: &str, value: impl Into<AnnotationValue>) -> Result<(), TraceError> {
     validate_annotation_key(key)?;
     match current_target("put_annotation")? {
-        Target::Node(inv, r) => inv.with_doc(r, |d| d.annotations.insert(key, value.into())).unwrap_or(Ok(())),
+        Target::Node(inv, r) => {
+            inv.with_doc(r, |d| d.annotations.insert_valid(key, value.into()));
+            Ok(())
+        }
         Target::Noop => Ok(()),
     }
 }
@@ -401,7 +386,8 @@ pub fn put_metadata_in<T: Serialize + ?Sized>(namespace: &str, key: &str, value:
     match current_target("put_metadata")? {
         Target::Node(inv, r) => {
             let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-            inv.with_doc(r, |d| d.metadata.insert(namespace, key, raw)).unwrap_or(Ok(()))
+            inv.with_doc(r, |d| d.metadata.insert_valid(namespace, key, raw));
+            Ok(())
         }
         Target::Noop => Ok(()),
     }

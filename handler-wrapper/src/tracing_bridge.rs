@@ -125,14 +125,14 @@ struct FieldWriter<'a>(&'a mut Document);
 impl FieldWriter<'_> {
     fn annotate(&mut self, field: &Field, value: crate::AnnotationValue) {
         if validate_annotation_key(field.name()).is_ok() {
-            let _ = self.0.annotations.insert(field.name(), value);
+            self.0.annotations.insert_valid(field.name(), value);
         } else {
             self.metadata(field, &value);
         }
     }
     fn metadata<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
         if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            let _ = self.0.metadata.insert("tracing", field.name(), raw);
+            self.0.metadata.insert_valid("tracing", field.name(), raw);
         }
     }
 }

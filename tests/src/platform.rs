@@ -206,16 +206,6 @@ pub struct Platform {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// A sampled trace header with fresh ids.
-pub fn sampled_header() -> (String, String, String) {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let root = format!("1-{secs:08x}-{:012x}{:012x}", std::process::id(), n);
-    let parent = format!("{:016x}", (u64::from(std::process::id()) << 20) | n);
-    let header = format!("Root={root};Parent={parent};Sampled=1");
-    (header, root, parent)
-}
-
 impl Platform {
     /// Starts the platform, then the extension (and waits until it registered),
     /// then the function: Lambda's init order.
@@ -283,7 +273,7 @@ impl Platform {
     /// (request id, response). Like Lambda, it returns only once the runtime
     /// and the extension have both called `next` again.
     pub async fn invoke(&self, payload: Value) -> (String, Value) {
-        let (header, _, _) = sampled_header();
+        let (header, _, _) = crate::new_trace_header(true);
         self.invoke_with_header(payload, &header).await
     }
 
