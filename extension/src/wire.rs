@@ -132,7 +132,7 @@ mod tests {
     const MAX: usize = 65536;
 
     fn golden(n: u32) -> Vec<u8> {
-        let path = format!("{}/../../shared/golden/raw/{n:03}.dgram", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../fixtures/golden/raw/{n:03}.dgram", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(path).unwrap_or_default()
     }
 

@@ -105,7 +105,7 @@ fn offer(intake: SocketAddr, datagram: Vec<u8>, rate: u64) -> (u64, Duration) {
 }
 
 fn golden_datagram() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/raw/001.dgram")).unwrap()
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/001.dgram")).unwrap()
 }
 
 /// Intake rate: documents offered at a paced rate for one second straight to

@@ -220,7 +220,7 @@ async fn forwarded_documents_validate_and_report_is_attached() {
     let platform = Platform::start(Options::default()).await;
     let intake: std::net::SocketAddr = std::fs::read_to_string(&platform.marker).unwrap().parse().unwrap();
     let golden: Vec<Vec<u8>> =
-        (1..=7).map(|n| std::fs::read(format!("{}/../../shared/golden/raw/{n:03}.dgram", env!("CARGO_MANIFEST_DIR"))).unwrap()).collect();
+        (1..=7).map(|n| std::fs::read(format!("{}/../fixtures/golden/raw/{n:03}.dgram", env!("CARGO_MANIFEST_DIR"))).unwrap()).collect();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for datagram in &golden {
         socket.send_to(datagram, intake).unwrap();
@@ -281,7 +281,7 @@ async fn continuous_mode_forwards_without_waiting_for_the_end() {
     let intake: std::net::SocketAddr = std::fs::read_to_string(&platform.marker).unwrap().parse().unwrap();
     platform.invoke(json!({"docs": 0})).await;
     // Sent straight to the intake with no invocation running: forwarded anyway.
-    let golden = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/raw/001.dgram")).unwrap();
+    let golden = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/001.dgram")).unwrap();
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&golden, intake).unwrap();
     assert!(common::wait_until(LONG, || platform.daemon.datagrams().contains(&golden)).await, "forwarded between invocations");
     // 10 documents over 5 s: the first ones reach the daemon while the

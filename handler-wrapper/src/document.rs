@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn golden_python_documents_parse() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/golden/raw");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir)? {
             let bytes = std::fs::read(entry?.path())?;

@@ -52,7 +52,7 @@ pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// Validates documents against `shared/xray-segment-schema.json`.
+/// Validates documents against `fixtures/xray-segment-schema.json`.
 pub fn assert_schema_valid(documents: &[Value]) {
     for document in documents {
         if let Err(e) = crate::schema::validate(document) {

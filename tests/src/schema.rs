@@ -1,4 +1,4 @@
-//! Validation against AWS's segment-document JSON schema (`shared/xray-segment-schema.json`).
+//! Validation against AWS's segment-document JSON schema (`fixtures/xray-segment-schema.json`).
 
 use std::sync::OnceLock;
 
@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::Error;
 
 /// Where the schema lives, relative to this crate.
-pub const SCHEMA_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/xray-segment-schema.json");
+pub const SCHEMA_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/xray-segment-schema.json");
 
 fn validator() -> Result<&'static jsonschema::Validator, Error> {
     static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();

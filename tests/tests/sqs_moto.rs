@@ -2,7 +2,7 @@
 //! server: moto's server on 127.0.0.1 (`scripts/setup-python.sh` installs it),
 //! driven by the real `aws-sdk-sqs` client through a recording proxy, so the
 //! `X-Amzn-Trace-Id` each request carried on the wire can be checked. Every
-//! document is validated against `../shared/xray-segment-schema.json`.
+//! document is validated against `fixtures/xray-segment-schema.json`.
 
 use std::collections::HashMap;
 use std::io;
