@@ -1,12 +1,21 @@
 //! The forwarder: owns the bounded buffer and the socket to the daemon.
 //!
-//! It runs as one task driven through [`ForwarderHandle`]. Documents come from
-//! the intake, invocation events from the Extensions and Telemetry APIs.
+//! It runs as one task driven through [`ForwarderHandle`]. Documents and the
+//! function's control messages come from the intake, invocation events from
+//! the Extensions and Telemetry APIs.
+//!
+//! It also knows when an invocation's documents are all in: when the function
+//! says so (the library's `invocation_done` control message, which arrives
+//! after the invocation's documents on the same socket, so they are already
+//! queued here), or else when the Telemetry API reports `platform.runtimeDone`.
+//! If the Telemetry API goes silent for a function that never says it is done,
+//! waiting for it stops (see [`TELEMETRY_PATIENCE`]).
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -18,12 +27,26 @@ use tokio::time::Instant;
 use crate::config::{Config, DEFAULT_DAEMON, FlushMode};
 use crate::counters::{Counters, Snapshot};
 use crate::enrich::{Report, TraceHeader, report_subsegment};
+use crate::telemetry::Event;
 use crate::wire;
 
 /// Messages queued between intake and forwarder before the intake drops
 /// (counted). The forwarder drains them between chunks of a flush, so the
 /// queue only fills if the forwarder is stuck.
 const QUEUE: usize = 8192;
+/// Document bytes queued between intake and forwarder, at most: while the
+/// forwarder is busy (a name lookup, a full socket, shutdown retries), what the
+/// function sends beyond this is dropped and counted, so memory stays within
+/// the buffer bound plus this.
+pub const QUEUE_BYTES: usize = 512 * 1024;
+/// How long an invocation of a function that never sent `invocation_done`
+/// waits for the Telemetry API to show any sign of life (a batch, or a record
+/// of this invocation) before the extension stops waiting for telemetry. Once
+/// it has gone silent, later invocations do not wait for it at all, until a
+/// batch arrives again.
+pub const TELEMETRY_PATIENCE: Duration = Duration::from_millis(500);
+/// Seconds between name lookups of a daemon address that failed to resolve.
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
 /// Datagrams sent between two looks at the queue during a flush.
 const CHUNK: usize = 64;
 /// Recent invocations remembered for `runtimeDone` and the report.
@@ -42,26 +65,41 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
 enum Command {
     Document(Bytes),
     DaemonAddress(String),
+    InvocationDone { request_id: String },
     InvocationStarted { request_id: String, trace: TraceHeader },
-    RuntimeDone { request_id: String },
-    WaitRuntimeDone { request_id: String, reply: oneshot::Sender<()> },
-    Report { report: Report, trace: Option<TraceHeader> },
-    Flush { reply: oneshot::Sender<()> },
+    Telemetry(Vec<Event>),
+    WaitEnd { request_id: String, started: Instant, reply: oneshot::Sender<End> },
+    Flush { until: Instant, reply: oneshot::Sender<()> },
     Shutdown { deadline: Instant, reply: oneshot::Sender<Snapshot> },
+}
+
+/// Why the wait for the end of an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The function said its documents are all sent: they are buffered.
+    Done,
+    /// `platform.runtimeDone` arrived: documents may still be in the intake socket.
+    RuntimeDone,
+    /// The function never says it is done and the Telemetry API is silent.
+    TelemetrySilent,
 }
 
 /// Cloneable handle to the forwarder task.
 #[derive(Clone)]
 pub struct ForwarderHandle {
     tx: mpsc::Sender<Command>,
+    /// Bytes of documents in `tx`, bounded by [`QUEUE_BYTES`].
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl ForwarderHandle {
     /// Starts the forwarder task.
     pub fn spawn(config: &Config, counters: Arc<Counters>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let forwarder = Forwarder {
             rx,
+            queued_bytes: queued_bytes.clone(),
             bound: config.buffer_bytes,
             mode: config.flush,
             daemon_override: config.daemon_override.clone(),
@@ -71,8 +109,14 @@ impl ForwarderHandle {
             buffered_bytes: 0,
             last_sent: None,
             invocations: VecDeque::new(),
+            done: VecDeque::new(),
             runtime_done: VecDeque::new(),
+            seen_in_telemetry: VecDeque::new(),
             waiters: Vec::new(),
+            speaks_done: false,
+            telemetry_at: None,
+            telemetry_silent: false,
+            resolve_failed: None,
             reports: 0,
             counters,
             deferred: VecDeque::new(),
@@ -81,12 +125,22 @@ impl ForwarderHandle {
             unreachable: false,
         };
         tokio::spawn(forwarder.run());
-        Self { tx }
+        Self { tx, queued_bytes }
     }
 
-    /// Hands over one document without waiting; `false` when the queue is full.
+    /// Hands over one document without waiting; `false` when the queue is
+    /// full (by count or by [`QUEUE_BYTES`]).
     pub fn offer_document(&self, datagram: Bytes) -> bool {
-        self.tx.try_send(Command::Document(datagram)).is_ok()
+        let len = datagram.len();
+        if self.queued_bytes.fetch_add(len, Relaxed) + len > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return false;
+        }
+        if self.tx.try_send(Command::Document(datagram)).is_err() {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Passes on the function's daemon address, without waiting.
@@ -94,34 +148,38 @@ impl ForwarderHandle {
         let _ = self.tx.try_send(Command::DaemonAddress(value));
     }
 
+    /// Passes on the function's word that an invocation's documents are all
+    /// sent, without waiting (if the queue is full, `runtimeDone` still comes).
+    pub fn offer_invocation_done(&self, request_id: String) {
+        let _ = self.tx.try_send(Command::InvocationDone { request_id });
+    }
+
+    /// Hands over what a Telemetry API batch held.
+    pub async fn telemetry(&self, events: Vec<Event>) {
+        let _ = self.tx.send(Command::Telemetry(events)).await;
+    }
+
     /// Records an INVOKE event's trace header for the report subsegment.
     pub async fn invocation_started(&self, request_id: String, trace: TraceHeader) {
         let _ = self.tx.send(Command::InvocationStarted { request_id, trace }).await;
     }
 
-    /// Records `platform.runtimeDone`.
-    pub async fn runtime_done(&self, request_id: String) {
-        let _ = self.tx.send(Command::RuntimeDone { request_id }).await;
-    }
-
-    /// Returns once `platform.runtimeDone` for `request_id` has arrived.
-    pub async fn wait_runtime_done(&self, request_id: String) {
-        let (reply, done) = oneshot::channel();
-        if self.tx.send(Command::WaitRuntimeDone { request_id, reply }).await.is_ok() {
-            let _ = done.await;
+    /// Returns when the invocation `request_id` (whose INVOKE arrived at
+    /// `started`) has ended, and how that became known. The caller bounds
+    /// the wait by the invocation's deadline.
+    pub async fn wait_end(&self, request_id: String, started: Instant) -> End {
+        let (reply, end) = oneshot::channel();
+        if self.tx.send(Command::WaitEnd { request_id, started, reply }).await.is_err() {
+            return End::TelemetrySilent;
         }
+        end.await.unwrap_or(End::TelemetrySilent)
     }
 
-    /// Records `platform.report`; `trace` is the report's own trace header,
-    /// used when the INVOKE event was not seen.
-    pub async fn report(&self, report: Report, trace: Option<TraceHeader>) {
-        let _ = self.tx.send(Command::Report { report, trace }).await;
-    }
-
-    /// Sends everything buffered; returns when done (or the daemon failed).
-    pub async fn flush(&self) {
+    /// Sends what is buffered now (not what arrives meanwhile), until empty,
+    /// the daemon fails, or `until`.
+    pub async fn flush(&self, until: Instant) {
         let (reply, done) = oneshot::channel();
-        if self.tx.send(Command::Flush { reply }).await.is_ok() {
+        if self.tx.send(Command::Flush { until, reply }).await.is_ok() {
             let _ = done.await;
         }
     }
@@ -139,8 +197,15 @@ struct Daemon {
     socket: Arc<UdpSocket>,
 }
 
+struct Waiter {
+    request_id: String,
+    started: Instant,
+    reply: oneshot::Sender<End>,
+}
+
 struct Forwarder {
     rx: mpsc::Receiver<Command>,
+    queued_bytes: Arc<AtomicUsize>,
     bound: usize,
     mode: FlushMode,
     daemon_override: Option<String>,
@@ -152,8 +217,20 @@ struct Forwarder {
     /// and only the next send reports the refusal, so this one is presumed lost.
     last_sent: Option<Bytes>,
     invocations: VecDeque<(String, TraceHeader)>,
+    /// Recent invocations the function said were done.
+    done: VecDeque<String>,
     runtime_done: VecDeque<String>,
-    waiters: Vec<(String, oneshot::Sender<()>)>,
+    /// Recent invocations any telemetry record was about.
+    seen_in_telemetry: VecDeque<String>,
+    waiters: Vec<Waiter>,
+    /// The function has sent `invocation_done` at least once.
+    speaks_done: bool,
+    /// When the last telemetry batch arrived.
+    telemetry_at: Option<Instant>,
+    /// The Telemetry API stopped delivering (see [`TELEMETRY_PATIENCE`]).
+    telemetry_silent: bool,
+    /// A daemon address that did not resolve, and when.
+    resolve_failed: Option<(String, Instant)>,
     reports: u64,
     counters: Arc<Counters>,
     /// Commands that arrived during a flush, other than documents.
@@ -171,14 +248,19 @@ impl Forwarder {
                 Some(command) => command,
                 None => {
                     let far = Instant::now() + Duration::from_secs(3600);
+                    let patience = self.next_patience_check();
                     tokio::select! {
                         command = self.rx.recv() => match command {
                             Some(command) => command,
                             None => break,
                         },
                         () = tokio::time::sleep_until(next_flush.unwrap_or(far)), if next_flush.is_some() => {
-                            self.flush().await;
+                            self.flush(None).await;
                             next_flush = self.schedule_after_flush();
+                            continue;
+                        }
+                        () = tokio::time::sleep_until(patience.unwrap_or(far)), if patience.is_some() => {
+                            self.check_telemetry_patience();
                             continue;
                         }
                     }
@@ -191,7 +273,7 @@ impl Forwarder {
                 && !self.buffer.is_empty()
                 && !self.unreachable
             {
-                self.flush().await;
+                self.flush(None).await;
                 next_flush = self.schedule_after_flush();
             } else if self.mode == FlushMode::Continuous && next_flush.is_none() {
                 next_flush = self.schedule_after_flush();
@@ -210,31 +292,43 @@ impl Forwarder {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Document(datagram) => self.push(datagram),
+            Command::Document(datagram) => self.take_document(datagram),
             Command::DaemonAddress(value) => self.set_function_daemon(value),
+            Command::InvocationDone { request_id } => {
+                if !self.speaks_done {
+                    log!(Debug, "the function reports when its documents are sent: not waiting for the Telemetry API");
+                    self.speaks_done = true;
+                }
+                self.end_waiters(&request_id, End::Done);
+                remember(&mut self.done, request_id);
+            }
             Command::InvocationStarted { request_id, trace } => {
                 remember(&mut self.invocations, (request_id, trace));
             }
-            Command::RuntimeDone { request_id } => {
-                let (ready, waiting) = std::mem::take(&mut self.waiters).into_iter().partition(|(id, _)| id == &request_id);
-                self.waiters = waiting;
-                for (_, reply) in ready {
-                    let _ = reply.send(());
-                }
-                remember(&mut self.runtime_done, request_id);
-            }
-            Command::WaitRuntimeDone { request_id, reply } => {
-                if self.runtime_done.contains(&request_id) {
-                    let _ = reply.send(());
+            Command::Telemetry(events) => self.on_telemetry(events),
+            Command::WaitEnd { request_id, started, reply } => {
+                let known = if self.done.contains(&request_id) {
+                    Some(End::Done)
+                } else if self.runtime_done.contains(&request_id) {
+                    Some(End::RuntimeDone)
+                } else if self.telemetry_silent && !self.speaks_done {
+                    Some(End::TelemetrySilent)
                 } else {
-                    // Waiters that gave up (deadline passed) are forgotten here.
-                    self.waiters.retain(|(_, reply)| !reply.is_closed());
-                    self.waiters.push((request_id, reply));
+                    None
+                };
+                match known {
+                    Some(end) => {
+                        let _ = reply.send(end);
+                    }
+                    None => {
+                        // Waiters that gave up (deadline passed) are forgotten here.
+                        self.waiters.retain(|w| !w.reply.is_closed());
+                        self.waiters.push(Waiter { request_id, started, reply });
+                    }
                 }
             }
-            Command::Report { report, trace } => self.enrich(report, trace),
-            Command::Flush { reply } => {
-                self.flush().await;
+            Command::Flush { until, reply } => {
+                self.flush(Some(until)).await;
                 let _ = reply.send(());
             }
             Command::Shutdown { deadline, reply } => {
@@ -244,6 +338,84 @@ impl Forwarder {
                 let _ = reply.send(self.counters.snapshot(Some(buffered)));
             }
         }
+    }
+
+    fn on_telemetry(&mut self, events: Vec<Event>) {
+        self.telemetry_at = Some(Instant::now());
+        if self.telemetry_silent {
+            log!(Info, "the Telemetry API is delivering again");
+            self.telemetry_silent = false;
+        }
+        for event in events {
+            match event {
+                Event::Start { request_id } => remember(&mut self.seen_in_telemetry, request_id),
+                Event::RuntimeDone { request_id } => {
+                    self.end_waiters(&request_id, End::RuntimeDone);
+                    remember(&mut self.seen_in_telemetry, request_id.clone());
+                    remember(&mut self.runtime_done, request_id);
+                }
+                Event::Report(report, trace) => self.enrich(report, trace),
+            }
+        }
+    }
+
+    fn end_waiters(&mut self, request_id: &str, end: End) {
+        let (ready, waiting) = std::mem::take(&mut self.waiters).into_iter().partition(|w: &Waiter| w.request_id == request_id);
+        self.waiters = waiting;
+        for waiter in ready {
+            let _ = waiter.reply.send(end);
+        }
+    }
+
+    /// When the oldest waiter's patience with a silent Telemetry API runs
+    /// out; `None` when no waiter depends on telemetry alone.
+    fn next_patience_check(&self) -> Option<Instant> {
+        if self.speaks_done {
+            return None;
+        }
+        self.waiters.iter().filter(|w| !w.reply.is_closed()).map(|w| w.started + TELEMETRY_PATIENCE).min()
+    }
+
+    /// Ends the waits of invocations that heard nothing from the Telemetry
+    /// API within [`TELEMETRY_PATIENCE`]: no batch at all since they began
+    /// and no record about them. From then on, until a batch arrives, the
+    /// extension does not wait for telemetry.
+    fn check_telemetry_patience(&mut self) {
+        if self.speaks_done {
+            return;
+        }
+        let now = Instant::now();
+        let telemetry_at = self.telemetry_at;
+        let seen = &self.seen_in_telemetry;
+        let (silent, waiting): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters).into_iter().partition(|w| {
+            now >= w.started + TELEMETRY_PATIENCE && telemetry_at.is_none_or(|at| at < w.started) && !seen.contains(&w.request_id)
+        });
+        self.waiters = waiting;
+        for waiter in silent {
+            if !self.telemetry_silent {
+                log!(
+                    Warn,
+                    "no Telemetry API delivery for {} ms (invocation {}): not waiting for platform.runtimeDone until it delivers again",
+                    TELEMETRY_PATIENCE.as_millis(),
+                    waiter.request_id
+                );
+                self.telemetry_silent = true;
+            }
+            let _ = waiter.reply.send(End::TelemetrySilent);
+        }
+        // Waiters whose patience ran out while telemetry was alive keep
+        // waiting (for runtimeDone or their deadline): push their check past.
+        for waiter in &mut self.waiters {
+            if now >= waiter.started + TELEMETRY_PATIENCE {
+                waiter.started = now;
+            }
+        }
+    }
+
+    /// Takes one document off the queue into the buffer.
+    fn take_document(&mut self, datagram: Bytes) {
+        self.queued_bytes.fetch_sub(datagram.len(), Relaxed);
+        self.push(datagram);
     }
 
     /// Buffers one datagram; when full, drops the oldest (like the daemon).
@@ -281,11 +453,16 @@ impl Forwarder {
             log!(Warn, "ignoring the function's daemon address {value:?}: not host:port or tcp:.. udp:..");
             return;
         }
-        if self.daemon_from_function.as_deref() != Some(value.as_str()) {
-            log!(Debug, "daemon address from the function: {value}");
-            self.daemon_from_function = Some(value);
-            self.daemon = None;
+        match self.daemon_from_function.as_deref() {
+            Some(current) if current == value => return,
+            // Anything on the sandbox's loopback can send a control message:
+            // a change is worth a look.
+            Some(current) => log!(Warn, "the daemon address changed from {current:?} to {value:?} (control message from the function)"),
+            None => log!(Info, "daemon address from the function: {value}"),
         }
+        self.daemon_from_function = Some(value);
+        self.daemon = None;
+        self.resolve_failed = None;
     }
 
     /// The daemon address in force: the extension's setting, else what the
@@ -299,10 +476,19 @@ impl Forwarder {
             return Some(daemon.socket.clone());
         }
         let value = self.daemon_value().to_owned();
+        // A failed lookup costs up to a second: not again on every flush.
+        if let Some((failed, at)) = &self.resolve_failed
+            && *failed == value
+            && at.elapsed() < RESOLVE_RETRY
+        {
+            return None;
+        }
         let Some(addr) = wire::resolve_daemon(&value).await else {
-            log!(Warn, "cannot resolve the daemon address {value:?}; keeping documents");
+            log!(Warn, "cannot resolve the daemon address {value:?}; keeping documents, next lookup in {} s", RESOLVE_RETRY.as_secs());
+            self.resolve_failed = Some((value, Instant::now()));
             return None;
         };
+        self.resolve_failed = None;
         match connect_udp(addr) {
             Ok(socket) => {
                 log!(Debug, "forwarding to the daemon at {addr}");
@@ -317,8 +503,11 @@ impl Forwarder {
         }
     }
 
-    /// Sends everything buffered, oldest first, until empty or the daemon fails.
-    async fn flush(&mut self) {
+    /// Sends what is buffered when it starts, oldest first, until that is
+    /// sent, the daemon fails, or `until`. Documents that arrive meanwhile
+    /// are taken in but left for the next flush, so a function that keeps
+    /// sending cannot keep a flush (and the `next` after it) going.
+    async fn flush(&mut self, until: Option<Instant>) {
         self.absorb_queue();
         if self.buffer.is_empty() {
             return;
@@ -327,9 +516,13 @@ impl Forwarder {
             return;
         };
         self.recover_refused(&socket);
+        let mut quota = self.buffer.len();
         let mut in_chunk = 0;
         let mut stalls = 0;
-        while let Some(datagram) = self.buffer.pop_front() {
+        while quota > 0
+            && let Some(datagram) = self.buffer.pop_front()
+        {
+            quota -= 1;
             self.buffered_bytes -= datagram.len();
             match socket.try_send(&datagram) {
                 Ok(_) => {
@@ -341,9 +534,14 @@ impl Forwarder {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Also right after the socket is made: tokio has not seen
+                    // it writable yet. Still this flush's to send.
                     self.requeue(datagram);
+                    quota += 1;
                     stalls += 1;
-                    let writable = tokio::time::timeout(Duration::from_millis(20), socket.writable()).await;
+                    let wait = until
+                        .map_or(Duration::from_millis(20), |u| u.saturating_duration_since(Instant::now()).min(Duration::from_millis(20)));
+                    let writable = tokio::time::timeout(wait, socket.writable()).await;
                     if stalls > 3 || writable.is_err() {
                         log!(Debug, "the daemon socket is full; retrying on the next flush");
                         break;
@@ -363,6 +561,10 @@ impl Forwarder {
             in_chunk += 1;
             if in_chunk == CHUNK {
                 in_chunk = 0;
+                if until.is_some_and(|u| Instant::now() >= u) {
+                    log!(Debug, "flush time is up; {} documents left for the next flush", self.buffer.len());
+                    break;
+                }
                 // Let the intake run, then take what it queued, so a long
                 // flush never stalls intake.
                 tokio::task::yield_now().await;
@@ -394,7 +596,7 @@ impl Forwarder {
     fn absorb_queue(&mut self) {
         while let Ok(command) = self.rx.try_recv() {
             match command {
-                Command::Document(datagram) => self.push(datagram),
+                Command::Document(datagram) => self.take_document(datagram),
                 other => self.deferred.push_back(other),
             }
         }
@@ -403,7 +605,7 @@ impl Forwarder {
     /// SHUTDOWN: flush, retrying while the daemon refuses, until empty or the deadline.
     async fn drain_until(&mut self, deadline: Instant) {
         loop {
-            self.flush().await;
+            self.flush(Some(deadline)).await;
             if self.buffer.is_empty() {
                 // A refusal of the very last datagram shows only now.
                 tokio::task::yield_now().await;
@@ -429,11 +631,10 @@ impl Forwarder {
     /// does not lose the last invocation's report subsegment.
     async fn await_reports(&mut self, deadline: Instant) {
         let until = (Instant::now() + REPORT_WAIT).min(deadline.checked_sub(FLUSH_RESERVE).unwrap_or(deadline));
-        while self.invocations.iter().any(|(id, _)| self.runtime_done.contains(id)) {
+        while !self.telemetry_silent && self.invocations.iter().any(|(id, _)| self.runtime_done.contains(id) || self.done.contains(id)) {
             match tokio::time::timeout_at(until, self.rx.recv()).await {
-                Ok(Some(Command::Report { report, trace })) => self.enrich(report, trace),
-                Ok(Some(Command::Document(datagram))) => self.push(datagram),
-                Ok(Some(Command::RuntimeDone { request_id })) => remember(&mut self.runtime_done, request_id),
+                Ok(Some(Command::Telemetry(events))) => self.on_telemetry(events),
+                Ok(Some(Command::Document(datagram))) => self.take_document(datagram),
                 Ok(Some(other)) => self.deferred.push_back(other),
                 Ok(None) | Err(_) => break,
             }

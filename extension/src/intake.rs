@@ -20,6 +20,10 @@ use crate::wire::{self, Datagram};
 /// Kernel receive buffer asked for, to absorb bursts while the task is busy
 /// (the kernel caps it at `net.core.rmem_max`).
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
+/// Datagrams one drain reads at most: a function that keeps sending after
+/// its response cannot keep the drain (and the `next` after it) going. The
+/// rest is read by the intake's ordinary loop.
+const DRAIN_MAX: usize = 1024;
 
 /// Cloneable handle to the intake task.
 #[derive(Clone)]
@@ -28,9 +32,9 @@ pub struct IntakeHandle {
 }
 
 impl IntakeHandle {
-    /// Returns once every datagram already waiting in the socket has been
-    /// handed to the forwarder: documents the function sent before its
-    /// response are then in the buffer before the flush.
+    /// Returns once the datagrams waiting in the socket (up to a bounded
+    /// batch) have been handed to the forwarder: documents the function sent
+    /// before its response are then in the buffer before the flush.
     pub async fn drain(&self) {
         let (reply, done) = oneshot::channel();
         if self.drain.send(reply).await.is_ok() {
@@ -87,7 +91,7 @@ impl Intake {
             tokio::select! {
                 biased;
                 Some(reply) = self.requests.recv() => {
-                    loop {
+                    for _ in 0..DRAIN_MAX {
                         match self.socket.try_recv_from(&mut self.buf) {
                             Ok((len, _)) => self.take(len),
                             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -122,7 +126,12 @@ impl Intake {
                 }
             }
             Ok(Datagram::Control(message)) => {
-                self.forwarder.offer_daemon_address(message.daemon_address);
+                if let Some(address) = message.daemon_address {
+                    self.forwarder.offer_daemon_address(address);
+                }
+                if let Some(request_id) = message.invocation_done {
+                    self.forwarder.offer_invocation_done(request_id);
+                }
             }
             Err(rejection) => {
                 Counters::bump(&self.counters.malformed);

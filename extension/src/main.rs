@@ -12,23 +12,29 @@ mod enrich;
 mod forwarder;
 mod intake;
 mod marker;
+mod telemetry;
 mod wire;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_extension::{
-    Error, Extension, LambdaEvent, LambdaTelemetry, LambdaTelemetryRecord, LogBuffering, NextEvent, SharedService, service_fn,
-};
+use lambda_extension::{Error, Extension, LambdaEvent, NextEvent, service_fn};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use config::{Config, FlushMode};
 use counters::Counters;
-use enrich::{Report, TraceHeader};
-use forwarder::ForwarderHandle;
+use enrich::TraceHeader;
+use forwarder::{End, ForwarderHandle};
 use intake::IntakeHandle;
+
+/// The extension calls `next` no later than this before the invocation's
+/// deadline, whatever it is waiting for, keeping [`FLUSH_TIME`] of it to
+/// send what it has.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+/// The part of [`DEADLINE_MARGIN`] a flush may use.
+const FLUSH_TIME: Duration = Duration::from_millis(60);
 
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
@@ -90,34 +96,25 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
             }
         })
     };
-    let telemetry = {
-        let forwarder = forwarder.clone();
-        SharedService::new(service_fn(move |batch: Vec<LambdaTelemetry>| {
-            let forwarder = forwarder.clone();
-            async move {
-                on_telemetry(batch, &forwarder).await;
-                Ok::<(), Error>(())
-            }
-        }))
-    };
+    // Our own Telemetry API listener (see telemetry.rs), bound before
+    // registering so that the subscription names the port really bound.
+    let telemetry_listener = telemetry::bind(config.telemetry_port).await?;
+    let telemetry_port = telemetry_listener.local_addr()?.port();
+    telemetry::spawn(telemetry_listener, forwarder.clone(), Arc::new(telemetry::Stats::default()));
 
-    let telemetry_port = free_telemetry_port(config.telemetry_port);
-    let registered = Extension::new()
-        .with_events(&["INVOKE", "SHUTDOWN"])
-        .with_events_processor(events)
-        .with_telemetry_types(&["platform"])
-        // The shortest buffering Lambda allows: runtimeDone arrives sooner,
-        // so the end-of-invocation flush adds less to the invocation.
-        .with_telemetry_buffering(LogBuffering { timeout_ms: 25, max_bytes: 262_144, max_items: 1_000 })
-        .with_telemetry_port_number(telemetry_port)
-        .with_telemetry_processor(telemetry)
-        .register()
-        .await
-        .inspect_err(|_| {
+    let registered =
+        Extension::new().with_events(&["INVOKE", "SHUTDOWN"]).with_events_processor(events).register().await.inspect_err(|_| {
             // Without registration nothing will be flushed: the function
             // must not find us and send into the void.
             marker::remove(&config.marker);
         })?;
+    if let Err(e) = telemetry::subscribe(&registered.extension_id, telemetry_port).await {
+        // Still useful: functions using lambda-xray say when they are done.
+        log!(
+            Warn,
+            "cannot subscribe to the Telemetry API ({e}); no Lambda report subsegments, and only functions that report their end are flushed before `next`"
+        );
+    }
     log!(
         Info,
         "ready: listening on {listen}, telemetry on port {telemetry_port}, flush {:?}, buffer {} bytes, {:.3} ms after start",
@@ -160,19 +157,33 @@ async fn on_event(
 ) {
     match event.next {
         NextEvent::Invoke(invoke) => {
+            let started = Instant::now();
             let request_id = invoke.request_id;
             forwarder.invocation_started(request_id.clone(), TraceHeader::parse(&invoke.tracing.value)).await;
             if config.flush != FlushMode::EndOfInvocation {
                 return;
             }
-            // Wait for the handler to finish, never past the invocation's deadline.
-            let wait = instant_of(invoke.deadline_ms);
-            if tokio::time::timeout_at(wait, forwarder.wait_runtime_done(request_id.clone())).await.is_err() {
-                log!(Warn, "no platform.runtimeDone for {request_id} by its deadline; flushing anyway");
+            // Wait until the invocation's documents are all sent, never past
+            // the deadline minus the margin.
+            let deadline = instant_of(invoke.deadline_ms);
+            let bound = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+            let end = tokio::time::timeout_at(bound, forwarder.wait_end(request_id.clone(), started)).await;
+            match end {
+                // Everything the function sent before saying so is queued already.
+                Ok(End::Done) => {}
+                Ok(End::RuntimeDone) => intake.drain().await,
+                Ok(End::TelemetrySilent) => {
+                    log!(Debug, "not waiting for {request_id}: the Telemetry API is silent");
+                    intake.drain().await;
+                }
+                Err(_) => {
+                    log!(Warn, "{request_id} has not ended {} ms before its deadline; flushing what is there", DEADLINE_MARGIN.as_millis());
+                    intake.drain().await;
+                }
             }
-            intake.drain().await;
-            forwarder.flush().await;
-            log!(Debug, "flushed after {request_id}");
+            let flush_until = (Instant::now() + FLUSH_TIME).min(deadline.checked_sub(DEADLINE_MARGIN - FLUSH_TIME).unwrap_or(deadline));
+            forwarder.flush(flush_until).await;
+            log!(Debug, "flushed after {request_id} ({end:?}) in {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
         }
         NextEvent::Shutdown(shutdown_event) => {
             // Keep a margin for removing the marker and the final `next`.
@@ -187,52 +198,8 @@ async fn on_event(
     }
 }
 
-async fn on_telemetry(batch: Vec<LambdaTelemetry>, forwarder: &ForwarderHandle) {
-    for event in batch {
-        match event.record {
-            LambdaTelemetryRecord::PlatformRuntimeDone { request_id, .. } => {
-                forwarder.runtime_done(request_id).await;
-            }
-            LambdaTelemetryRecord::PlatformReport { request_id, status, metrics, tracing, .. } => {
-                let report = Report {
-                    request_id,
-                    status: serde_json::to_value(&status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-                    time: event.time.timestamp_micros() as f64 / 1e6,
-                    duration_ms: metrics.duration_ms,
-                    billed_duration_ms: metrics.billed_duration_ms,
-                    memory_size_mb: metrics.memory_size_mb,
-                    max_memory_used_mb: metrics.max_memory_used_mb,
-                    init_duration_ms: metrics.init_duration_ms,
-                };
-                let trace = tracing.map(|t| TraceHeader::parse(&t.value));
-                forwarder.report(report, trace).await;
-            }
-            _ => {}
-        }
-    }
-}
-
 /// A wall-clock deadline (epoch milliseconds) as a monotonic instant.
 fn instant_of(deadline_ms: u64) -> Instant {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
-}
-
-/// The `lambda-extension` crate binds the telemetry listener on 0.0.0.0 in a
-/// task that panics if the port is taken, and then no `runtimeDone` would ever
-/// come. So check the port first and take a free one if it is busy (or 0).
-fn free_telemetry_port(configured: u16) -> u16 {
-    if configured != 0 && std::net::TcpListener::bind(("0.0.0.0", configured)).is_ok() {
-        return configured;
-    }
-    let free = std::net::TcpListener::bind(("0.0.0.0", 0)).and_then(|listener| listener.local_addr()).map(|addr| addr.port());
-    match free {
-        Ok(port) => {
-            if configured != 0 {
-                log!(Warn, "telemetry port {configured} is busy; using {port}");
-            }
-            port
-        }
-        Err(_) => configured,
-    }
 }

@@ -37,12 +37,21 @@ pub enum Rejection {
     BadControl,
 }
 
-/// Sent by the function-side library to tell the extension where the daemon is.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Longest request id accepted in a control message (Lambda's are 36 characters).
+pub const MAX_REQUEST_ID: usize = 256;
+
+/// Sent by the function-side library: where the daemon is, and that an
+/// invocation's documents are all sent. At least one field is present.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlMessage {
     /// The function's `AWS_XRAY_DAEMON_ADDRESS` value, either `host:port` or
     /// `tcp:host:port udp:host:port`.
-    pub daemon_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_address: Option<String>,
+    /// The request id of an invocation whose documents have all been sent
+    /// (this datagram follows them on the same socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_done: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -84,7 +93,11 @@ pub fn classify(datagram: &[u8], max_len: usize) -> Result<Datagram, Rejection> 
             serde_json::from_str::<DocumentProbe<'_>>(body).map_err(|_| Rejection::BadDocument)?;
             Ok(Datagram::Document)
         }
-        CONTROL_FORMAT => serde_json::from_str::<ControlMessage>(body).map(Datagram::Control).map_err(|_| Rejection::BadControl),
+        CONTROL_FORMAT => match serde_json::from_str::<ControlMessage>(body) {
+            Ok(m) if m.invocation_done.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_REQUEST_ID) => Err(Rejection::BadControl),
+            Ok(m) if m.daemon_address.is_some() || m.invocation_done.is_some() => Ok(Datagram::Control(m)),
+            _ => Err(Rejection::BadControl),
+        },
         _ => Err(Rejection::BadHeader),
     }
 }
@@ -174,8 +187,22 @@ mod tests {
 
     #[test]
     fn control_message() {
-        let d = b"{\"format\":\"lambda-xray-control\",\"version\":1}\n{\"daemon_address\":\"127.0.0.1:3000\"}";
-        assert_eq!(classify(d, MAX), Ok(Datagram::Control(ControlMessage { daemon_address: "127.0.0.1:3000".into() })));
+        let control = |body: &str| classify(format!("{{\"format\":\"lambda-xray-control\",\"version\":1}}\n{body}").as_bytes(), MAX);
+        assert_eq!(
+            control(r#"{"daemon_address":"127.0.0.1:3000"}"#),
+            Ok(Datagram::Control(ControlMessage { daemon_address: Some("127.0.0.1:3000".into()), invocation_done: None }))
+        );
+        assert_eq!(
+            control(r#"{"invocation_done":"8476a536-e9f4-11e8-9739-2dfe598c3fcd"}"#),
+            Ok(Datagram::Control(ControlMessage {
+                daemon_address: None,
+                invocation_done: Some("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into())
+            }))
+        );
+        for bad in [r#"{"invocation_done":""}"#, r#"{"invocation_done":7}"#, r#"{"other":"x"}"#, "[]"] {
+            assert_eq!(control(bad), Err(Rejection::BadControl), "{bad}");
+        }
+        assert_eq!(control(&format!(r#"{{"invocation_done":"{}"}}"#, "a".repeat(MAX_REQUEST_ID + 1))), Err(Rejection::BadControl));
     }
 
     #[test]

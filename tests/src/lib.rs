@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod api_clock;
 pub mod moto;
 pub mod platform;
 pub mod schema;

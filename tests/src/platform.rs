@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use lambda_simulator::invocation::Invocation;
 
+use crate::api_clock::ApiClock;
 use crate::{Daemon, Outcome};
-use lambda_simulator::{FreezeMode, InvocationStatus, ShutdownReason, Simulator};
+use lambda_simulator::{DeliveryPolicy, FreezeMode, InvocationStatus, ShutdownReason, Simulator};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -170,6 +171,25 @@ pub struct Options {
     pub function: &'static str,
     /// Extra environment for the function.
     pub function_env: Vec<(&'static str, String)>,
+    /// Telemetry API delivery policies by event type; the default,
+    /// [`lambda_telemetry`], models Lambda's buffering.
+    pub telemetry: Vec<(&'static str, DeliveryPolicy)>,
+    /// Put an [`ApiClock`] between the processes and the Lambda APIs, for
+    /// sub-millisecond post-runtime times ([`Platform::post_runtime`]).
+    pub clock: bool,
+}
+
+/// The platform events the extension subscribes to that matter to it.
+pub const PLATFORM_EVENTS: [&str; 3] = ["platform.start", "platform.runtimeDone", "platform.report"];
+
+/// Lambda delivers a Telemetry API batch when the subscriber's buffering
+/// `timeoutMs` (25 ms at the least) runs out, so no event reaches a
+/// subscriber sooner than 25 ms after it happened. The simulator delivers on a
+/// fixed interval of `timeoutMs` instead (0 to 25 ms after the event), so each
+/// event is first held back 25 ms: delivery comes 25 to 50 ms after the event,
+/// never sooner than on Lambda.
+pub fn lambda_telemetry() -> Vec<(&'static str, DeliveryPolicy)> {
+    PLATFORM_EVENTS.iter().map(|&t| (t, DeliveryPolicy::Delay(Duration::from_millis(25)))).collect()
 }
 
 impl Default for Options {
@@ -184,6 +204,8 @@ impl Default for Options {
             extension_ready_timeout: Duration::from_secs(5),
             function: "test-fixture-function",
             function_env: Vec::new(),
+            telemetry: lambda_telemetry(),
+            clock: false,
         }
     }
 }
@@ -202,6 +224,7 @@ pub struct Platform {
     pub function: Process,
     extension_alive: bool,
     freeze: bool,
+    clock: Option<ApiClock>,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -220,6 +243,9 @@ impl Platform {
             builder = builder.freeze_mode(FreezeMode::Process);
         }
         let sim = builder.build().await.unwrap();
+        for (event_type, policy) in &options.telemetry {
+            sim.set_telemetry_delivery_policy(*event_type, *policy).await;
+        }
         let daemon = Daemon::start().unwrap();
         let marker = std::env::temp_dir().join(format!(
             "lambda-xray-extension-test-{}-{}",
@@ -227,7 +253,11 @@ impl Platform {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&marker);
-        let base_env = sim.lambda_env_vars();
+        let mut base_env = sim.lambda_env_vars();
+        let clock = if options.clock { Some(ApiClock::start(sim.addr()).await) } else { None };
+        if let Some(clock) = &clock {
+            base_env.insert("AWS_LAMBDA_RUNTIME_API".into(), clock.addr().to_string());
+        }
         let function_daemon = options.function_daemon.unwrap_or(daemon.addr);
 
         let extension = if options.extension {
@@ -261,7 +291,7 @@ impl Platform {
             sim.register_freeze_pid(function.pid);
         }
         let extension_alive = extension.is_some();
-        Self { sim, daemon, marker, extension, function, extension_alive, freeze: options.freeze }
+        Self { sim, daemon, marker, extension, function, extension_alive, freeze: options.freeze, clock }
     }
 
     /// Waits until the platform froze the sandbox.
@@ -286,6 +316,18 @@ impl Platform {
         assert_eq!(state.status, InvocationStatus::Success, "{state:?}");
         self.settle_after(&request_id).await;
         (request_id, state.response.unwrap().payload)
+    }
+
+    /// The time from the runtime's response to the last extension's
+    /// `next` for a finished invocation (what Lambda bills after the response
+    /// and reports as `PostRuntimeExtensionsDuration`), as the platform measured it.
+    /// With [`Options::clock`] it is timed to the microsecond by the proxy,
+    /// otherwise in whole milliseconds by the simulator.
+    pub async fn post_runtime(&self, request_id: &str) -> Option<Duration> {
+        match &self.clock {
+            Some(clock) => clock.post_runtime(request_id),
+            None => self.sim.get_extension_overhead_ms(request_id).await.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
+        }
     }
 
     /// After an invocation: waits until the extension called `next` and, in
@@ -319,16 +361,35 @@ impl Platform {
     /// returns how it ended, success or not; `timeout` is the invocation's
     /// deadline. Waits for the extension and the freeze like [`Self::invoke`].
     pub async fn invoke_outcome(&self, payload: Value, trace: Option<&str>, timeout: Duration) -> Outcome {
+        let request_id = self.start_invocation(payload, trace, timeout).await;
+        self.finish_invocation(&request_id, timeout).await
+    }
+
+    /// Enqueues an invocation (as [`Self::invoke_outcome`]) and returns its
+    /// request id at once; [`Self::finish_invocation`] waits for it.
+    pub async fn start_invocation(&self, payload: Value, trace: Option<&str>, timeout: Duration) -> String {
         let mut invocation = Invocation::new(payload, timeout.as_millis() as u64);
         invocation.trace_id = trace.unwrap_or_default().to_owned();
-        let request_id = self.sim.enqueue(invocation).await;
-        let state = self.sim.wait_for_invocation_complete(&request_id, timeout + LONG).await.unwrap();
-        self.settle_after(&request_id).await;
+        self.sim.enqueue(invocation).await
+    }
+
+    /// Waits for an invocation from [`Self::start_invocation`] to end, for
+    /// the extension's `next` and the freeze, and returns how it ended.
+    pub async fn finish_invocation(&self, request_id: &str, timeout: Duration) -> Outcome {
+        let state = self.sim.wait_for_invocation_complete(request_id, timeout + LONG).await.unwrap();
+        self.settle_after(request_id).await;
         match (state.status, state.response, state.error) {
             (InvocationStatus::Success, Some(r), _) => Outcome::Response(r.payload),
             (_, _, Some(e)) => Outcome::Error { error_type: e.error_type, error_message: e.error_message },
             (status, _, _) => panic!("invocation ended as {status:?} with neither response nor error"),
         }
+    }
+
+    /// The port of the extension's Telemetry API listener, from its `ready:` line.
+    pub fn telemetry_port(&self) -> Option<u16> {
+        let lines = self.extension.as_ref()?.lines();
+        let line = lines.iter().find(|l| l.contains("ready:"))?;
+        line.split_once("telemetry on port ")?.1.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     }
 
     /// SIGKILLs the extension, as if it crashed.
@@ -347,7 +408,7 @@ impl Platform {
 
     /// As [`Self::shutdown`], and hands back the daemon with everything it received.
     pub async fn shutdown_keep_daemon(self) -> (Option<Value>, Daemon) {
-        let Platform { sim, daemon, marker, mut extension, function, extension_alive, .. } = self;
+        let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, .. } = self;
         let started = Instant::now();
         sim.graceful_shutdown(ShutdownReason::Spindown).await;
         let counters = match extension.as_mut() {
@@ -364,6 +425,7 @@ impl Platform {
             None => None,
         };
         drop(function);
+        drop(clock);
         (counters, daemon)
     }
 }

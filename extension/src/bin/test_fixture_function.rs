@@ -6,6 +6,11 @@
 //! daemon when there is no extension. Each invocation sends `docs` subsegment
 //! documents for the invocation's trace, spread over `spread_ms`, plus
 //! `garbage` junk datagrams, and answers `{"sent": n, "echo": <echo>}`.
+//! With `done: true` it then tells the extension, as lambda-xray does, that
+//! the invocation's documents are all sent; without it, it behaves like a
+//! function that never says so (another language, an older library). With
+//! `flood_ms: n` it goes on sending documents from a thread for `n` ms after
+//! its response.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,6 +28,8 @@ struct Request {
     spread_ms: u64,
     garbage: u64,
     echo: Value,
+    done: bool,
+    flood_ms: u64,
 }
 
 /// Documents ids are the pid and a counter: unique within a test run.
@@ -68,6 +75,7 @@ struct Fixture<'a> {
 struct Sender {
     socket: UdpSocket,
     target: SocketAddr,
+    to_extension: bool,
 }
 
 fn discover() -> Result<Sender, Error> {
@@ -85,7 +93,7 @@ fn discover() -> Result<Sender, Error> {
         None => daemon.parse()?,
     };
     eprintln!("[test-fixture-function] sending documents to {target}");
-    Ok(Sender { socket, target })
+    Ok(Sender { socket, target, to_extension: extension.is_some() })
 }
 
 fn now() -> f64 {
@@ -106,27 +114,11 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
     // the way through `spread_ms`.
     let began = tokio::time::Instant::now();
     let spread = Duration::from_millis(request.spread_ms);
-    let pid = std::process::id();
     let pad = "x".repeat(request.pad);
     let mut datagram = Vec::with_capacity(1024 + request.pad);
     let mut sent = 0;
     for seq in 0..request.docs {
-        let start = now();
-        let document = Document {
-            name: "fixture-work",
-            id: format!("{pid:08x}{:08x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            trace_id: &root,
-            parent_id: &parent,
-            kind: "subsegment",
-            start_time: start,
-            end_time: start + 0.000_1,
-            annotations: Annotations { seq },
-            metadata: Metadata { fixture: Fixture { request_id: &request_id, seq, pad: &pad } },
-        };
-        datagram.clear();
-        serde_json::to_writer(&mut datagram, &Header { format: "json", version: 1 })?;
-        datagram.push(b'\n');
-        serde_json::to_writer(&mut datagram, &document)?;
+        encode(&mut datagram, &root, &parent, &request_id, seq, &pad)?;
         if sender.socket.send_to(&datagram, sender.target).is_ok() {
             sent += 1;
         }
@@ -140,7 +132,48 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
     for _ in 0..request.garbage {
         let _ = sender.socket.send_to(b"\xffnot a datagram", sender.target);
     }
+    if request.done && sender.to_extension {
+        let header = json!({"format": "lambda-xray-control", "version": 1});
+        let body = json!({"invocation_done": request_id});
+        sender.socket.send_to(format!("{header}\n{body}").as_bytes(), sender.target)?;
+    }
+    if request.flood_ms > 0 {
+        let socket = sender.socket.try_clone()?;
+        let target = sender.target;
+        let until = std::time::Instant::now() + Duration::from_millis(request.flood_ms);
+        std::thread::spawn(move || {
+            let mut datagram = Vec::new();
+            let mut seq = 1_000_000;
+            while std::time::Instant::now() < until {
+                if encode(&mut datagram, &root, &parent, "flood", seq, "").is_ok() {
+                    let _ = socket.send_to(&datagram, target);
+                }
+                seq += 1;
+            }
+        });
+    }
     Ok(json!({"sent": sent, "echo": request.echo}))
+}
+
+/// One subsegment document in daemon format, into `datagram`.
+fn encode(datagram: &mut Vec<u8>, root: &str, parent: &str, request_id: &str, seq: u64, pad: &str) -> Result<(), Error> {
+    let start = now();
+    let document = Document {
+        name: "fixture-work",
+        id: format!("{:08x}{:08x}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+        trace_id: root,
+        parent_id: parent,
+        kind: "subsegment",
+        start_time: start,
+        end_time: start + 0.000_1,
+        annotations: Annotations { seq },
+        metadata: Metadata { fixture: Fixture { request_id, seq, pad } },
+    };
+    datagram.clear();
+    serde_json::to_writer(&mut *datagram, &Header { format: "json", version: 1 })?;
+    datagram.push(b'\n');
+    serde_json::to_writer(&mut *datagram, &document)?;
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
