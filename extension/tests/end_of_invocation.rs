@@ -256,14 +256,12 @@ async fn memory_stays_bounded_while_the_forwarder_is_stalled() {
     // 61 KiB datagrams, as fast as one thread sends them, for 1.5 s.
     let flood = std::thread::spawn(move || {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let header = r#"{"format":"json","version":1}"#;
-        let pad = "x".repeat(60 * 1024);
+        let body = json!({"name": "flood", "id": "0000000000000001", "trace_id": "1-5759e988-bd862e3fe1be46a994272793",
+            "start_time": 1.0, "end_time": 2.0, "metadata": {"x": {"pad": "x".repeat(60 * 1024)}}});
+        let datagram = format!("{{\"format\":\"json\",\"version\":1}}\n{body}");
         let until = Instant::now() + Duration::from_millis(1500);
         let mut sent = 0u64;
         while Instant::now() < until {
-            let body = json!({"name": "flood", "id": format!("{sent:016x}"), "trace_id": "1-5759e988-bd862e3fe1be46a994272793",
-                "start_time": 1.0, "end_time": 2.0, "metadata": {"x": {"pad": pad}}});
-            let datagram = format!("{header}\n{body}");
             if socket.send_to(datagram.as_bytes(), intake).is_ok() {
                 sent += 1;
             }
@@ -292,7 +290,7 @@ async fn memory_stays_bounded_while_the_forwarder_is_stalled() {
     let peak = peak.await.unwrap();
     let allowed = idle + ((BOUND + QUEUE_BYTES) / 1024) as u64 + 4 * 1024;
     println!(
-        "memory bound: idle {idle} KiB, peak {peak} KiB, allowed {allowed} KiB, flood {sent} datagrams of 64 KiB, counters {counters}"
+        "memory bound: idle {idle} KiB, peak {peak} KiB, allowed {allowed} KiB, flood {sent} datagrams of 61 KiB, counters {counters}"
     );
     assert!(sent > 200, "the flood was too small to show anything: {sent}");
     assert!(peak <= allowed, "peak RSS {peak} KiB over idle {idle} KiB + buffer + queue bound");

@@ -141,14 +141,13 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
         let socket = sender.socket.try_clone()?;
         let target = sender.target;
         let until = std::time::Instant::now() + Duration::from_millis(request.flood_ms);
+        // One document sent over and over, as fast as a thread can: faster
+        // than the extension can take them in.
+        let mut datagram = Vec::new();
+        encode(&mut datagram, &root, &parent, "flood", 1_000_000, "")?;
         std::thread::spawn(move || {
-            let mut datagram = Vec::new();
-            let mut seq = 1_000_000;
             while std::time::Instant::now() < until {
-                if encode(&mut datagram, &root, &parent, "flood", seq, "").is_ok() {
-                    let _ = socket.send_to(&datagram, target);
-                }
-                seq += 1;
+                let _ = socket.send_to(&datagram, target);
             }
         });
     }
