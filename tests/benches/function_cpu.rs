@@ -107,7 +107,8 @@ impl RuntimeApi {
 async fn start_runtime_api() -> Result<(SocketAddr, Arc<RuntimeApi>), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(RuntimeApi { queue: Mutex::default(), queued: Notify::new(), responses: watch::channel(0).0, errors: AtomicU64::new(0) });
+    let api =
+        Arc::new(RuntimeApi { queue: Mutex::default(), queued: Notify::new(), responses: watch::channel(0).0, errors: AtomicU64::new(0) });
     let served = api.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -187,7 +188,14 @@ struct RunResult {
     other: u64,
 }
 
-async fn run_once(mode: &str, marker: &std::path::Path, daemon: SocketAddr, received: &Received, warmup: u64, measured: u64) -> Result<RunResult, Error> {
+async fn run_once(
+    mode: &str,
+    marker: &std::path::Path,
+    daemon: SocketAddr,
+    received: &Received,
+    warmup: u64,
+    measured: u64,
+) -> Result<RunResult, Error> {
     let (api_addr, api) = start_runtime_api().await?;
     let binary = env!("CARGO_BIN_EXE_bench-function");
     let wrapper = std::env::var("FUNCTION_CPU_WRAPPER").unwrap_or_default();
@@ -306,7 +314,11 @@ async fn main() -> Result<(), Error> {
     }
     if let (Some(u), Some(t)) = (modes.iter().position(|m| *m == "untraced"), modes.iter().position(|m| *m == "traced")) {
         let mut diffs: Vec<f64> = cpu[u].iter().zip(&cpu[t]).map(|(u, t)| t - u).collect();
-        println!("  traced - untraced: {:7.2} µs (median of medians), {:7.2} µs (median of per-run differences)", medians[t] - medians[u], median(&mut diffs));
+        println!(
+            "  traced - untraced: {:7.2} µs (median of medians), {:7.2} µs (median of per-run differences)",
+            medians[t] - medians[u],
+            median(&mut diffs)
+        );
     }
     Ok(())
 }
