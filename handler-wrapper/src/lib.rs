@@ -39,6 +39,7 @@
 pub mod aws_sdk;
 pub mod config;
 pub mod context;
+mod deadline;
 pub mod document;
 pub mod emitter;
 pub mod error;

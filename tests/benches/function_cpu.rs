@@ -23,7 +23,12 @@
 //! per run, default 30000), `FUNCTION_CPU_WARMUP` (default 2000),
 //! `FUNCTION_CPU_RUNS` (runs per mode, default 5), `FUNCTION_CPU_MODES`
 //! (`untraced,traced`), `FUNCTION_CPU_WRAPPER` (a command to run the function
-//! under, e.g. `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`).
+//! under, e.g. `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`;
+//! the CPU figures are then the wrapper's), `FUNCTION_CPU_PERF` (a path
+//! prefix: `perf record -e cpu-clock -g` of the measured invocations to
+//! `<prefix>.<mode>.data`), `FUNCTION_CPU_DEADLINE_MS` (the invocation
+//! deadline, from `next`; default 300000; 0 sends a deadline of 0, which the
+//! library reads as "no deadline").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,7 +85,10 @@ impl RuntimeApi {
         let path = req.uri().path().to_owned();
         if path == "/2018-06-01/runtime/invocation/next" {
             let n = self.next_invocation().await;
-            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + 300_000;
+            let deadline = match setting("FUNCTION_CPU_DEADLINE_MS", 300_000) {
+                0 => 0,
+                ms => SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() + u128::from(ms),
+            };
             let trace = format!("Root=1-5759e988-{n:024x};Parent={:016x};Sampled=1", n + 1);
             let response = Response::builder()
                 .header("Lambda-Runtime-Aws-Request-Id", format!("req-{n}"))
@@ -167,6 +175,21 @@ fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
+/// Context switches (voluntary + involuntary) of all threads of a process.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:").or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:")) {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
@@ -183,6 +206,7 @@ fn clock_ticks_per_second() -> f64 {
 struct RunResult {
     cpu_us_per_invocation: f64,
     wall_us_per_invocation: f64,
+    switches_per_invocation: f64,
     documents: u64,
     done: u64,
     other: u64,
@@ -232,7 +256,29 @@ async fn run_once(
     let (docs0, done0, other0) =
         (received.documents.load(Ordering::Relaxed), received.done.load(Ordering::Relaxed), received.other.load(Ordering::Relaxed));
 
+    // Optional profile of the measured invocations only.
+    let perf = match std::env::var("FUNCTION_CPU_PERF") {
+        Ok(prefix) if !prefix.is_empty() => Some(
+            std::process::Command::new("perf")
+                .args([
+                    "record",
+                    "-q",
+                    "-e",
+                    "cpu-clock",
+                    "-F",
+                    "20000",
+                    "-g",
+                    "-p",
+                    &pid.to_string(),
+                    "-o",
+                    &format!("{prefix}.{mode}.data"),
+                ])
+                .spawn()?,
+        ),
+        _ => None,
+    };
     let cpu0 = cpu_seconds(pid)?;
+    let switches0 = context_switches(pid);
     let wall0 = Instant::now();
     api.enqueue(warmup, measured).await;
     api.wait_responses(warmup + measured).await;
@@ -241,19 +287,34 @@ async fn run_once(
     // for that (a few ms) so the last invocation's tail is counted too.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cpu1 = cpu_seconds(pid)?;
+    let switches1 = context_switches(pid);
+    if let Some(mut perf) = perf {
+        signal(perf.id(), "INT");
+        let _ = perf.wait();
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let errors = api.errors.load(Ordering::Relaxed);
-    child.kill().await?;
+    // SIGTERM first, so that a wrapper (valgrind) can write its output.
+    signal(pid, "TERM");
+    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+        child.kill().await?;
+    }
     if errors > 0 {
         return Err(format!("{mode}: the function reported {errors} errors").into());
     }
     Ok(RunResult {
         cpu_us_per_invocation: (cpu1 - cpu0) * 1e6 / measured as f64,
         wall_us_per_invocation: wall.as_secs_f64() * 1e6 / measured as f64,
+        switches_per_invocation: switches1.saturating_sub(switches0) as f64 / measured as f64,
         documents: received.documents.load(Ordering::Relaxed) - docs0,
         done: received.done.load(Ordering::Relaxed) - done0,
         other: received.other.load(Ordering::Relaxed) - other0,
     })
+}
+
+/// Sends a signal with kill(1).
+fn signal(pid: u32, name: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -293,10 +354,11 @@ async fn main() -> Result<(), Error> {
         for (i, mode) in modes.iter().enumerate() {
             let r = run_once(mode, &marker, daemon_addr, &received, warmup, measured).await?;
             println!(
-                "  run {} {mode:>8}: {:7.2} µs CPU/invocation, {:7.2} µs wall/invocation; per invocation {:.2} documents, {:.2} done messages, {:.2} other datagrams",
+                "  run {} {mode:>8}: {:7.2} µs CPU/invocation, {:7.2} µs wall, {:.2} context switches per invocation; {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
                 run + 1,
                 r.cpu_us_per_invocation,
                 r.wall_us_per_invocation,
+                r.switches_per_invocation,
                 r.documents as f64 / measured as f64,
                 r.done as f64 / measured as f64,
                 r.other as f64 / measured as f64,
