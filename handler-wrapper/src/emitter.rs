@@ -326,14 +326,32 @@ impl Emitter {
     fn encode(doc: &Document, buf: &mut Vec<u8>) -> bool {
         buf.clear();
         buf.extend_from_slice(wire_header());
-        serde_json::to_writer(&mut *buf, doc).is_ok()
+        crate::encode::write_document(doc, buf).is_ok()
     }
 
     /// Sends a document that stands on its own (`trace_id` set, and for
     /// subsegments `type` and `parent_id`), splitting it if it is too big.
     pub fn emit(&self, doc: Document) {
-        let mut buf = Vec::with_capacity(1024);
-        self.emit_with(doc, &mut buf);
+        thread_local! {
+            // One encoding buffer per thread, kept between documents.
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut doc = Some(doc);
+        let _ = BUF.try_with(|b| {
+            if let Ok(mut buf) = b.try_borrow_mut()
+                && let Some(doc) = doc.take()
+            {
+                self.emit_with(doc, &mut buf);
+                // Don't keep a big buffer around after a big document.
+                if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
+                    *buf = Vec::new();
+                }
+            }
+        });
+        // The thread is exiting, or this is a nested call: a buffer of its own.
+        if let Some(doc) = doc {
+            self.emit_with(doc, &mut Vec::with_capacity(1024));
+        }
     }
 
     fn emit_with(&self, mut doc: Document, buf: &mut Vec<u8>) {

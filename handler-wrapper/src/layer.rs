@@ -165,7 +165,8 @@ where
             }
         };
         // Only the extension takes the end-of-invocation message.
-        let done = done.filter(|e| e.sends_to_extension()).map(|emitter| InvocationDone { emitter, request_id: event.context.request_id.clone() });
+        let done =
+            done.filter(|e| e.sends_to_extension()).map(|emitter| InvocationDone { emitter, request_id: event.context.request_id.clone() });
         let cold_start = COLD_START.swap(false, Ordering::Relaxed);
 
         let entered = ctx.enter();

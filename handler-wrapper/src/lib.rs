@@ -42,6 +42,7 @@ pub mod context;
 mod deadline;
 pub mod document;
 pub mod emitter;
+mod encode;
 pub mod error;
 pub mod header;
 pub mod id;

@@ -175,19 +175,21 @@ fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
-/// Context switches (voluntary + involuntary) of all threads of a process.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    let mut total = 0;
+/// Context switches (voluntary, involuntary) of all threads of a process.
+fn context_switches(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return (0, 0) };
+    let (mut voluntary, mut involuntary) = (0, 0);
     for task in tasks.flatten() {
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         for line in status.lines() {
-            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:").or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:")) {
-                total += v.trim().parse::<u64>().unwrap_or(0);
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                voluntary += v.trim().parse::<u64>().unwrap_or(0);
+            } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                involuntary += v.trim().parse::<u64>().unwrap_or(0);
             }
         }
     }
-    total
+    (voluntary, involuntary)
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -206,7 +208,8 @@ fn clock_ticks_per_second() -> f64 {
 struct RunResult {
     cpu_us_per_invocation: f64,
     wall_us_per_invocation: f64,
-    switches_per_invocation: f64,
+    voluntary_per_invocation: f64,
+    involuntary_per_invocation: f64,
     documents: u64,
     done: u64,
     other: u64,
@@ -305,7 +308,8 @@ async fn run_once(
     Ok(RunResult {
         cpu_us_per_invocation: (cpu1 - cpu0) * 1e6 / measured as f64,
         wall_us_per_invocation: wall.as_secs_f64() * 1e6 / measured as f64,
-        switches_per_invocation: switches1.saturating_sub(switches0) as f64 / measured as f64,
+        voluntary_per_invocation: switches1.0.saturating_sub(switches0.0) as f64 / measured as f64,
+        involuntary_per_invocation: switches1.1.saturating_sub(switches0.1) as f64 / measured as f64,
         documents: received.documents.load(Ordering::Relaxed) - docs0,
         done: received.done.load(Ordering::Relaxed) - done0,
         other: received.other.load(Ordering::Relaxed) - other0,
@@ -354,11 +358,12 @@ async fn main() -> Result<(), Error> {
         for (i, mode) in modes.iter().enumerate() {
             let r = run_once(mode, &marker, daemon_addr, &received, warmup, measured).await?;
             println!(
-                "  run {} {mode:>8}: {:7.2} µs CPU/invocation, {:7.2} µs wall, {:.2} context switches per invocation; {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
+                "  run {} {mode:>8}: {:7.2} µs CPU/invocation, {:7.2} µs wall, {:.2}+{:.2} context switches (voluntary+involuntary) per invocation; {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
                 run + 1,
                 r.cpu_us_per_invocation,
                 r.wall_us_per_invocation,
-                r.switches_per_invocation,
+                r.voluntary_per_invocation,
+                r.involuntary_per_invocation,
                 r.documents as f64 / measured as f64,
                 r.done as f64 / measured as f64,
                 r.other as f64 / measured as f64,
