@@ -28,7 +28,8 @@
 //! prefix: `perf record -e cpu-clock -g` of the measured invocations to
 //! `<prefix>.<mode>.data`), `FUNCTION_CPU_DEADLINE_MS` (the invocation
 //! deadline, from `next`; default 300000; 0 sends a deadline of 0, which the
-//! library reads as "no deadline").
+//! library reads as "no deadline"), `FUNCTION_CPU_NO_EXTENSION=1` (no marker:
+//! the library sends to the daemon stand-in, a socket nobody reads).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -241,7 +242,10 @@ async fn run_once(
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
         .env("_HANDLER", "bootstrap")
         .env("AWS_XRAY_DAEMON_ADDRESS", daemon.to_string())
-        .env("LAMBDA_XRAY_EXTENSION_MARKER", marker)
+        .env(
+            "LAMBDA_XRAY_EXTENSION_MARKER",
+            if setting("FUNCTION_CPU_NO_EXTENSION", 0) == 1 { std::path::Path::new("/nonexistent") } else { marker },
+        )
         .env("BENCH_MODE", mode)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
