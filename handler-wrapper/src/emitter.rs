@@ -116,6 +116,9 @@ pub struct Emitter {
     /// Used once the primary (the extension) has refused a datagram.
     fallback: Option<Box<dyn Transport>>,
     use_fallback: AtomicBool,
+    /// Whether `primary` is the lambda-xray extension (which also takes the
+    /// control datagrams).
+    to_extension: bool,
     counters: Counters,
     max_datagram: usize,
 }
@@ -137,6 +140,22 @@ struct ControlMessage<'a> {
     daemon_address: &'a str,
 }
 
+/// The control message that ends an invocation: all its documents are sent.
+#[derive(Serialize)]
+struct InvocationDone<'a> {
+    invocation_done: &'a str,
+}
+
+/// The header line of a control datagram, with its newline.
+fn control_header() -> &'static [u8] {
+    static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+    HEADER.get_or_init(|| {
+        let mut v = serde_json::to_vec(&WireHeader { format: CONTROL_FORMAT, version: 1 }).unwrap_or_default();
+        v.push(b'\n');
+        v
+    })
+}
+
 fn wire_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
     HEADER.get_or_init(|| {
@@ -150,15 +169,32 @@ fn wire_header() -> &'static [u8] {
 pub const CONTROL_FORMAT: &str = "lambda-xray-control";
 
 impl Emitter {
-    /// An emitter that sends through `transport`.
+    /// An emitter that sends through `transport` (the daemon's wire format:
+    /// documents only).
     pub fn new(transport: impl Transport) -> Self {
         Emitter {
             primary: Box::new(transport),
             fallback: None,
             use_fallback: AtomicBool::new(false),
+            to_extension: false,
             counters: Counters::default(),
             max_datagram: MAX_DATAGRAM_BYTES,
         }
+    }
+
+    /// An emitter that sends to the lambda-xray extension through `transport`:
+    /// the documents, and the control datagrams only the extension
+    /// understands (the end of each invocation; see the extension's README).
+    /// Control datagrams never go to a [`with_fallback`](Emitter::with_fallback)
+    /// transport, which is the daemon.
+    pub fn for_extension(transport: impl Transport) -> Self {
+        Emitter { to_extension: true, ..Emitter::new(transport) }
+    }
+
+    /// Whether control datagrams are sent: the primary transport is the
+    /// extension and has not been given up for the fallback.
+    pub fn sends_to_extension(&self) -> bool {
+        self.to_extension && !self.use_fallback.load(Ordering::Relaxed)
     }
 
     /// Uses `fallback` once `primary` refuses a datagram (e.g. the extension died).
@@ -200,7 +236,7 @@ impl Emitter {
         match (extension.map(UdpTransport::connect), daemon_transport) {
             (Some(Ok(ext)), daemon) => {
                 let target = ext.target();
-                let mut emitter = Emitter::new(ext);
+                let mut emitter = Emitter::for_extension(ext);
                 if let Ok(d) = daemon {
                     emitter = emitter.with_fallback(d);
                 }
@@ -220,11 +256,44 @@ impl Emitter {
 
     /// Tells the extension where the daemon is.
     fn send_control(&self, daemon_address: &str) {
-        let mut buf = serde_json::to_vec(&WireHeader { format: CONTROL_FORMAT, version: 1 }).unwrap_or_default();
-        buf.push(b'\n');
-        if serde_json::to_writer(&mut buf, &ControlMessage { daemon_address }).is_ok() {
-            self.send_datagram(&buf);
+        self.send_control_message(&ControlMessage { daemon_address });
+    }
+
+    /// Tells the extension that every document of the invocation `request_id`
+    /// has been sent, so it can flush without waiting for the platform. Only
+    /// when sending to the extension; never an error.
+    pub(crate) fn send_invocation_done(&self, request_id: &str) {
+        self.send_control_message(&InvocationDone { invocation_done: request_id });
+    }
+
+    /// Sends one control datagram to the extension, never to the fallback
+    /// (the daemon does not know the format).
+    fn send_control_message(&self, body: &impl Serialize) {
+        if !self.sends_to_extension() {
+            return;
         }
+        let header = control_header();
+        let mut buf = Vec::with_capacity(header.len() + 96);
+        buf.extend_from_slice(header);
+        if serde_json::to_writer(&mut buf, body).is_err() {
+            return;
+        }
+        let result = self.primary.send(&buf);
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::ConnectionRefused
+            && self.fallback.is_some()
+        {
+            tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
+            self.use_fallback.store(true, Ordering::Relaxed);
+        }
+        self.count(&result);
+    }
+
+    fn count(&self, result: &io::Result<()>) {
+        match result {
+            Ok(()) => self.counters.sent.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.errors.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     /// A snapshot of the counters.
@@ -251,23 +320,38 @@ impl Emitter {
                 other => other,
             },
         };
-        match result {
-            Ok(()) => self.counters.sent.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.errors.fetch_add(1, Ordering::Relaxed),
-        };
+        self.count(&result);
     }
 
     fn encode(doc: &Document, buf: &mut Vec<u8>) -> bool {
         buf.clear();
         buf.extend_from_slice(wire_header());
-        serde_json::to_writer(&mut *buf, doc).is_ok()
+        crate::encode::write_document(doc, buf).is_ok()
     }
 
     /// Sends a document that stands on its own (`trace_id` set, and for
     /// subsegments `type` and `parent_id`), splitting it if it is too big.
     pub fn emit(&self, doc: Document) {
-        let mut buf = Vec::with_capacity(1024);
-        self.emit_with(doc, &mut buf);
+        thread_local! {
+            // One encoding buffer per thread, kept between documents.
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut doc = Some(doc);
+        let _ = BUF.try_with(|b| {
+            if let Ok(mut buf) = b.try_borrow_mut()
+                && let Some(doc) = doc.take()
+            {
+                self.emit_with(doc, &mut buf);
+                // Don't keep a big buffer around after a big document.
+                if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
+                    *buf = Vec::new();
+                }
+            }
+        });
+        // The thread is exiting, or this is a nested call: a buffer of its own.
+        if let Some(doc) = doc {
+            self.emit_with(doc, &mut Vec::with_capacity(1024));
+        }
     }
 
     fn emit_with(&self, mut doc: Document, buf: &mut Vec<u8>) {

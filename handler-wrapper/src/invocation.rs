@@ -6,7 +6,7 @@
 //! segment or has already ended. An open parent whose completed children pass
 //! a count or size threshold streams them out as their own documents.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::document::Document;
@@ -16,7 +16,9 @@ use crate::id::{EntityId, TraceId};
 
 /// Current time as X-Ray wants it: epoch seconds with microsecond resolution.
 pub(crate) fn now_seconds() -> f64 {
-    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    // u64 microseconds (good for 584,000 years) convert to f64 exactly and
+    // much faster than u128.
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     micros as f64 / 1e6
 }
 
@@ -109,7 +111,8 @@ pub(crate) struct Invocation {
     emitter: Arc<Emitter>,
     limits: StreamLimits,
     tree: Mutex<Tree>,
-    deadline_task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The armed deadline flush, if any.
+    deadline: Mutex<Option<crate::deadline::Key>>,
 }
 
 impl Invocation {
@@ -120,7 +123,7 @@ impl Invocation {
         emitter: Arc<Emitter>,
         limits: StreamLimits,
     ) -> Arc<Self> {
-        Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, tree: Mutex::default(), deadline_task: Mutex::new(None) })
+        Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, tree: Mutex::default(), deadline: Mutex::new(None) })
     }
 
     fn tree(&self) -> MutexGuard<'_, Tree> {
@@ -221,28 +224,23 @@ impl Invocation {
         }
     }
 
-    /// Arms the deadline flush: `margin` before `deadline`, flush what is there.
+    /// Arms the deadline flush: `margin` before `deadline`, flush what is
+    /// there (on the process's deadline thread, see `deadline.rs`).
     pub(crate) fn arm_deadline(self: &Arc<Self>, deadline: SystemTime, margin: Duration) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        let Ok(remaining) = deadline.duration_since(SystemTime::now()) else { return };
-        let wait = remaining.saturating_sub(margin);
-        let weak: Weak<Invocation> = Arc::downgrade(self);
-        let task = handle.spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Some(inv) = weak.upgrade() {
-                tracing::debug!(target: "lambda_xray", "invocation deadline is near: flushing trace documents");
-                inv.flush_in_progress();
-            }
-        });
-        if let Ok(mut slot) = self.deadline_task.lock() {
-            *slot = Some(task.abort_handle());
+        let Some(watcher) = crate::deadline::watcher() else { return };
+        let at = deadline.checked_sub(margin).unwrap_or(deadline);
+        let key = watcher.arm(at, Arc::downgrade(self));
+        let mut slot = self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = slot.replace(key) {
+            watcher.disarm(previous);
         }
     }
 
     /// The handler has returned: the deadline flush is no longer needed.
     pub(crate) fn disarm_deadline(&self) {
-        if let Some(task) = self.deadline_task.lock().ok().and_then(|mut s| s.take()) {
-            task.abort();
+        let key = self.deadline.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Some(key), Some(watcher)) = (key, crate::deadline::watcher()) {
+            watcher.disarm(key);
         }
     }
 }
@@ -338,5 +336,49 @@ mod tests {
         assert!(by_name("## handler").get("end_time").is_none());
         assert_eq!(by_name("running")["in_progress"], true);
         assert_eq!(by_name("running")["parent_id"], outer_id.to_string());
+    }
+
+    /// Waits up to 10 s for `cond`.
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
+    #[test]
+    fn the_deadline_thread_flushes_armed_invocations_and_skips_disarmed_ones() {
+        let margin = Duration::from_millis(100);
+        // One far off, so the thread sleeps towards it; then nearer ones that
+        // must wake it; one of them disarmed.
+        let (far, far_cap) = invocation(WIDE);
+        let _far_open = far.begin(None, "far");
+        far.arm_deadline(SystemTime::now() + Duration::from_secs(3600), margin);
+        let (near, near_cap) = invocation(WIDE);
+        let (_open, _) = near.begin(None, "## handler");
+        near.arm_deadline(SystemTime::now() + margin + Duration::from_millis(150), margin);
+        let (gone, gone_cap) = invocation(WIDE);
+        let _gone_open = gone.begin(None, "## handler");
+        gone.arm_deadline(SystemTime::now() + margin + Duration::from_millis(50), margin);
+        gone.disarm_deadline();
+        // Already past the flush time: flushed at once.
+        let (late, late_cap) = invocation(WIDE);
+        let _late_open = late.begin(None, "late");
+        late.arm_deadline(SystemTime::now() + margin / 2, margin);
+
+        assert!(eventually(|| !near_cap.documents().is_empty()), "the near deadline was not flushed");
+        assert!(eventually(|| !late_cap.documents().is_empty()), "the past deadline was not flushed");
+        let docs = near_cap.documents();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["name"], "## handler");
+        assert_eq!(docs[0]["in_progress"], true);
+        // `gone` was due before `near`: had it not been disarmed, it would be there.
+        assert!(gone_cap.documents().is_empty());
+        assert!(far_cap.documents().is_empty());
+        far.disarm_deadline();
     }
 }

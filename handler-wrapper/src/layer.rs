@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 
 use crate::config::{self, Config};
 use crate::context::{Current, TraceContext, run_in};
-use crate::emitter::Emitter;
+use crate::emitter::{self, Emitter};
 use crate::subsegment::{Subsegment, begin_subsegment, error_type_name, record_panic};
 
 /// True until the first invocation of the process starts.
@@ -26,7 +26,9 @@ static COLD_START: AtomicBool = AtomicBool::new(true);
 #[derive(Debug, Clone)]
 struct Settings {
     subsegment_name: String,
-    handler_name: String,
+    /// `<handler> response` and `<handler> error`: the metadata keys.
+    response_key: String,
+    error_key: String,
     service: String,
     capture_response: bool,
     capture_error: bool,
@@ -61,7 +63,8 @@ impl XRayLayer {
         XRayLayer {
             settings: Arc::new(Settings {
                 subsegment_name: format!("## {}", c.handler_name),
-                handler_name: c.handler_name.clone(),
+                response_key: format!("{} response", c.handler_name),
+                error_key: format!("{} error", c.handler_name),
                 service: c.service_name.clone(),
                 capture_response: c.capture_response,
                 capture_error: c.capture_error,
@@ -80,7 +83,8 @@ impl XRayLayer {
     pub fn handler_name(self, name: &str) -> Self {
         self.edit(|s| {
             s.subsegment_name = format!("## {name}");
-            s.handler_name = name.to_owned();
+            s.response_key = format!("{name} response");
+            s.error_key = format!("{name} error");
         })
     }
 
@@ -141,12 +145,28 @@ where
         let settings = self.settings.clone();
         // The Context is per invocation (and the only source in concurrent
         // mode); the environment variable is the fallback.
-        let header = event.context.xray_trace_id.clone().or_else(|| std::env::var("_X_AMZN_TRACE_ID").ok());
-        let deadline = (event.context.deadline > 0).then(|| UNIX_EPOCH + Duration::from_millis(event.context.deadline));
-        let ctx = match (&settings.config, &settings.emitter) {
-            (Some(c), Some(e)) => TraceContext::for_invocation_with(header.as_deref(), deadline, c, e.clone()),
-            _ => TraceContext::for_invocation(header.as_deref(), deadline),
+        let from_env;
+        let header = match event.context.xray_trace_id.as_deref() {
+            Some(h) => Some(h),
+            None => {
+                from_env = std::env::var("_X_AMZN_TRACE_ID").ok();
+                from_env.as_deref()
+            }
         };
+        let deadline = (event.context.deadline > 0).then(|| UNIX_EPOCH + Duration::from_millis(event.context.deadline));
+        let (ctx, done) = match (&settings.config, &settings.emitter) {
+            (Some(c), Some(e)) => {
+                let ctx = TraceContext::for_invocation_with(header, deadline, c, e.clone());
+                (ctx, c.enabled.then(|| e.clone()))
+            }
+            _ => {
+                let ctx = TraceContext::for_invocation(header, deadline);
+                (ctx, config::global().enabled.then(emitter::global))
+            }
+        };
+        // Only the extension takes the end-of-invocation message.
+        let done =
+            done.filter(|e| e.sends_to_extension()).map(|emitter| InvocationDone { emitter, request_id: event.context.request_id.clone() });
         let cold_start = COLD_START.swap(false, Ordering::Relaxed);
 
         let entered = ctx.enter();
@@ -160,7 +180,20 @@ where
         let running = crate::context::current().0;
         drop(entered);
 
-        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings }
+        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings, done }
+    }
+}
+
+/// Tells the extension, when dropped, that the invocation's documents are
+/// all sent (see `Emitter::send_invocation_done`).
+struct InvocationDone {
+    emitter: Arc<Emitter>,
+    request_id: String,
+}
+
+impl Drop for InvocationDone {
+    fn drop(&mut self) {
+        self.emitter.send_invocation_done(&self.request_id);
     }
 }
 
@@ -174,6 +207,9 @@ pin_project_lite::pin_project! {
         sub: Option<Subsegment>,
         invocation: TraceContext,
         settings: Arc<Settings>,
+        // Last: dropped (so sent) after everything above, the handler
+        // subsegment included, also when the future is dropped unfinished.
+        done: Option<InvocationDone>,
     }
 }
 
@@ -201,6 +237,8 @@ where
                     record_outcome(&sub, this.settings, &result);
                 }
                 this.invocation.finish();
+                // After the handler subsegment went out: the end-of-invocation message.
+                drop(this.done.take());
                 Poll::Ready(result)
             }
             Err(payload) => {
@@ -208,6 +246,7 @@ where
                     record_panic(&sub, &*payload);
                 }
                 this.invocation.finish();
+                drop(this.done.take());
                 std::panic::resume_unwind(payload)
             }
         }
@@ -222,8 +261,7 @@ fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: 
     match result {
         Ok(response) => {
             if settings.capture_response {
-                let key = format!("{} response", settings.handler_name);
-                if let Err(e) = sub.put_metadata_in(&settings.service, &key, response) {
+                if let Err(e) = sub.put_metadata_in(&settings.service, &settings.response_key, response) {
                     tracing::debug!(target: "lambda_xray", "response not captured: {e}");
                 }
             }
@@ -248,8 +286,7 @@ fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: 
                 message
             };
             if settings.capture_error {
-                let key = format!("{} error", settings.handler_name);
-                let _ = sub.put_metadata_in(&settings.service, &key, &message);
+                let _ = sub.put_metadata_in(&settings.service, &settings.error_key, &message);
             }
         }
     }

@@ -39,8 +39,10 @@
 pub mod aws_sdk;
 pub mod config;
 pub mod context;
+mod deadline;
 pub mod document;
 pub mod emitter;
+mod encode;
 pub mod error;
 pub mod header;
 pub mod id;

@@ -1,0 +1,55 @@
+//! The function the `function_cpu` benchmark runs (`tests/benches/function_cpu.rs`).
+//!
+//! `BENCH_MODE=traced`: the handler runs under `lambda_xray::run` (the
+//! `## handler` subsegment, `ColdStart`/`Service` annotations, the response
+//! captured as metadata) and opens 10 child subsegments with one annotation
+//! each. Any other value: plain `lambda_runtime::run(service_fn(..))` doing the
+//! same non-tracing work. Payload `{"n": <u64>}`, response `{"sum": <u64>}`.
+
+use std::hint::black_box;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+struct Request {
+    n: u64,
+}
+
+#[derive(Serialize)]
+struct Response {
+    sum: u64,
+}
+
+/// The work of one step: a little arithmetic the optimiser cannot drop.
+fn step(seed: u64, i: u64) -> u64 {
+    black_box(seed.wrapping_mul(31).wrapping_add(i))
+}
+
+async fn untraced(event: LambdaEvent<Request>) -> Result<Response, Error> {
+    let mut sum = 0u64;
+    for i in 0..10 {
+        sum = sum.wrapping_add(step(event.payload.n, i));
+    }
+    Ok(Response { sum })
+}
+
+async fn traced(event: LambdaEvent<Request>) -> Result<Response, Error> {
+    let mut sum = 0u64;
+    for i in 0..10 {
+        let sub = lambda_xray::begin_subsegment("step");
+        let _ = sub.put_annotation("index", i);
+        sum = sum.wrapping_add(step(event.payload.n, i));
+        sub.end();
+    }
+    Ok(Response { sum })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    if std::env::var("BENCH_MODE").as_deref() == Ok("traced") {
+        lambda_xray::run(service_fn(traced)).await
+    } else {
+        lambda_runtime::run(service_fn(untraced)).await
+    }
+}
