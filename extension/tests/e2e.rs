@@ -229,9 +229,6 @@ async fn forwarded_documents_validate_and_report_is_attached() {
     let (first, _) = platform.invoke_with_header(json!({"docs": 3}), &header).await;
     // The report of an invocation comes after it: it goes out with the next flush.
     platform.invoke(json!({"docs": 1})).await;
-    // The last report is delivered 25 to 50 ms after the invocation (Lambda's
-    // telemetry buffering, modelled by the platform): SHUTDOWN comes later.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let counters = {
         let (counters, daemon) = platform_shutdown_keep_daemon(platform).await;
         let datagrams = daemon.datagrams();

@@ -14,7 +14,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use lambda_simulator::DeliveryPolicy;
-use lambda_xray_e2e::platform::{self as common, Options, PLATFORM_EVENTS, Platform};
+use lambda_xray_e2e::platform::{self as common, LONG, Options, PLATFORM_EVENTS, Platform};
 use lambda_xray_e2e::{Daemon, Outcome};
 use serde_json::json;
 
@@ -225,10 +225,11 @@ async fn a_flooding_function_cannot_delay_next() {
     assert!(tail < Duration::from_millis(2500), "next {tail:?} after the runtime, while the flood lasts 5 s");
     platform.wait_frozen().await;
     expect_all(&platform.daemon, std::slice::from_ref(&request_id), 5).await;
-    // Still serving.
-    let (second, _) = platform.invoke(json!({"docs": 5, "done": true})).await;
-    platform.wait_frozen().await;
-    expect_all(&platform.daemon, &[request_id, second], 5).await;
+    // Still serving, and still bounded while the flood (thawed again) goes on.
+    let (second, response) = platform.invoke(json!({"docs": 5, "done": true, "echo": 2})).await;
+    assert_eq!(response, json!({"sent": 5, "echo": 2}));
+    let tail = post_runtime(&platform, &second).await;
+    assert!(tail < Duration::from_millis(2500), "second invocation: next {tail:?} after the runtime");
     platform.shutdown().await;
 }
 
@@ -295,4 +296,46 @@ async fn memory_stays_bounded_while_the_forwarder_is_stalled() {
     assert!(sent > 200, "the flood was too small to show anything: {sent}");
     assert!(peak <= allowed, "peak RSS {peak} KiB over idle {idle} KiB + buffer + queue bound");
     assert!(counters["dropped"].as_u64().unwrap() > 0, "{counters}");
+}
+
+/// The function's control message can move where documents go, and anything
+/// in the sandbox can send one: a change of address is logged at WARN (the
+/// first address at INFO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_address_change_is_a_warning() {
+    let platform = Platform::start(Options::default()).await;
+    platform.invoke(json!({"docs": 1, "done": true})).await;
+    let intake: std::net::SocketAddr = std::fs::read_to_string(&platform.marker).unwrap().trim().parse().unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let control = |address: &str| format!("{{\"format\":\"lambda-xray-control\",\"version\":1}}\n{}", json!({"daemon_address": address}));
+    socket.send_to(control("127.0.0.1:4999").as_bytes(), intake).unwrap();
+    // Picked up on the next thaw.
+    platform.invoke(json!({"docs": 1, "done": true})).await;
+    let extension = platform.extension.as_ref().unwrap();
+    assert!(extension.wait_for_line("WARN the daemon address changed", LONG).await, "{:?}", extension.lines());
+    let lines = extension.lines();
+    assert!(lines.iter().any(|l| l.contains("INFO daemon address from the function")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("127.0.0.1:4999")));
+    platform.shutdown().await;
+}
+
+/// A daemon host name that does not resolve is looked up once, not on every
+/// flush (each lookup may take up to a second): the failure is remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_daemon_lookup_is_not_repeated_on_every_flush() {
+    let platform = Platform::start(Options {
+        extension_env: vec![("LAMBDA_XRAY_EXTENSION_DAEMON_ADDRESS", "no-such-daemon.invalid:2000".into())],
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..4 {
+        platform.invoke(json!({"docs": 2, "done": true})).await;
+    }
+    let extension = platform.extension.as_ref().unwrap();
+    let lookups = extension.lines().iter().filter(|l| l.contains("cannot resolve the daemon address")).count();
+    assert_eq!(lookups, 1, "{:?}", extension.lines());
+    let counters = platform.shutdown().await.unwrap();
+    // Kept (with the extension's report subsegments), not lost to the failed lookups.
+    assert_eq!(counters["received"], 8, "{counters}");
+    assert_eq!(counters["buffered"].as_u64(), Some(8 + counters["enriched"].as_u64().unwrap()), "{counters}");
 }

@@ -225,6 +225,9 @@ pub struct Platform {
     extension_alive: bool,
     freeze: bool,
     clock: Option<ApiClock>,
+    /// How long telemetry events of the last invocation may still be on
+    /// their way (the modelled buffering delays up to a second).
+    telemetry_in_flight: Duration,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -291,7 +294,16 @@ impl Platform {
             sim.register_freeze_pid(function.pid);
         }
         let extension_alive = extension.is_some();
-        Self { sim, daemon, marker, extension, function, extension_alive, freeze: options.freeze, clock }
+        let telemetry_in_flight = options
+            .telemetry
+            .iter()
+            .filter_map(|(_, policy)| match policy {
+                DeliveryPolicy::Delay(d) if *d <= Duration::from_secs(1) => Some(*d),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        Self { sim, daemon, marker, extension, function, extension_alive, freeze: options.freeze, clock, telemetry_in_flight }
     }
 
     /// Waits until the platform froze the sandbox.
@@ -408,7 +420,13 @@ impl Platform {
 
     /// As [`Self::shutdown`], and hands back the daemon with everything it received.
     pub async fn shutdown_keep_daemon(self) -> (Option<Value>, Daemon) {
-        let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, .. } = self;
+        let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, telemetry_in_flight, .. } = self;
+        // Let the last invocation's delayed telemetry (its report) reach the
+        // platform's buffer first: the simulator drops what is still held
+        // back when it shuts down, Lambda does not.
+        if !telemetry_in_flight.is_zero() {
+            tokio::time::sleep(telemetry_in_flight * 2 + Duration::from_millis(50)).await;
+        }
         let started = Instant::now();
         sim.graceful_shutdown(ShutdownReason::Spindown).await;
         let counters = match extension.as_mut() {
