@@ -100,7 +100,7 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
     // registering so that the subscription names the port really bound.
     let telemetry_listener = telemetry::bind(config.telemetry_port).await?;
     let telemetry_port = telemetry_listener.local_addr()?.port();
-    telemetry::spawn(telemetry_listener, forwarder.clone(), Arc::new(telemetry::Stats::default()));
+    telemetry::spawn(telemetry_listener, forwarder.clone());
 
     let registered =
         Extension::new().with_events(&["INVOKE", "SHUTDOWN"]).with_events_processor(events).register().await.inspect_err(|_| {
@@ -192,6 +192,7 @@ async fn on_event(
             let snapshot = forwarder.shutdown(deadline).await;
             let snapshot = snapshot.unwrap_or_else(|| counters.snapshot(None));
             log!(Info, "shutdown ({}): {}", shutdown_event.shutdown_reason, snapshot.line());
+            log!(Info, "{}", telemetry::STATS.line());
             marker::remove(&config.marker);
             let _ = shutdown.try_send(instant_of(shutdown_event.deadline_ms));
         }

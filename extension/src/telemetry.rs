@@ -19,7 +19,6 @@
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -69,8 +68,11 @@ pub struct Batch {
     pub skipped: usize,
 }
 
+/// Counts of what the listener took in (one set per process).
+pub static STATS: Stats = Stats { batches: AtomicU64::new(0), rejected: AtomicU64::new(0), skipped: AtomicU64::new(0) };
+
 /// Counts of what the listener took in.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Batches received.
     pub batches: AtomicU64,
@@ -175,17 +177,28 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(any(0)).await
 }
 
+impl Stats {
+    /// One log line: `telemetry batches N, rejected N, records skipped N`.
+    pub fn line(&self) -> String {
+        format!(
+            "telemetry batches {}, rejected {}, records skipped {}",
+            self.batches.load(Relaxed),
+            self.rejected.load(Relaxed),
+            self.skipped.load(Relaxed)
+        )
+    }
+}
+
 /// Serves the listener for ever, handing what arrives to the forwarder.
-pub fn spawn(listener: TcpListener, forwarder: ForwarderHandle, stats: Arc<Stats>) {
+pub fn spawn(listener: TcpListener, forwarder: ForwarderHandle) {
     tokio::spawn(async move {
         let mut errors: u64 = 0;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
                     let forwarder = forwarder.clone();
-                    let stats = stats.clone();
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| handle(req, forwarder.clone(), stats.clone()));
+                        let service = hyper::service::service_fn(move |req| handle(req, forwarder.clone(), &STATS));
                         if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                             log!(Debug, "telemetry connection: {e}");
                         }
@@ -204,7 +217,7 @@ pub fn spawn(listener: TcpListener, forwarder: ForwarderHandle, stats: Arc<Stats
     });
 }
 
-async fn handle(req: Request<Incoming>, forwarder: ForwarderHandle, stats: Arc<Stats>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, forwarder: ForwarderHandle, stats: &Stats) -> Result<Response<Full<Bytes>>, Infallible> {
     let status = if req.method() != Method::POST {
         StatusCode::METHOD_NOT_ALLOWED
     } else {

@@ -178,7 +178,13 @@ async fn telemetry_batches_with_unknown_records_are_used() {
     assert!(tail < Duration::from_secs(5), "the batch's runtimeDone was not used: next {tail:?} after the runtime");
     platform.wait_frozen().await;
     expect_all(&platform.daemon, std::slice::from_ref(&request_id), 5).await;
-    platform.shutdown().await;
+    let (_, _, log) = platform.shutdown_with_log().await;
+    let summary = log.into_iter().find(|l| l.contains("telemetry batches")).unwrap_or_default();
+    // The garbage body was rejected; the unknown record (and the platform's
+    // own records the extension has no use for) skipped, not the batch.
+    assert!(summary.contains("rejected 1,"), "{summary}");
+    let skipped: u64 = summary.rsplit_once("records skipped ").and_then(|(_, n)| n.trim().parse().ok()).unwrap();
+    assert!(skipped >= 1, "{summary}");
 }
 
 /// POSTs `body` to the extension's Telemetry API listener; the status code.

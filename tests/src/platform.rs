@@ -420,6 +420,12 @@ impl Platform {
 
     /// As [`Self::shutdown`], and hands back the daemon with everything it received.
     pub async fn shutdown_keep_daemon(self) -> (Option<Value>, Daemon) {
+        let (counters, daemon, _) = self.shutdown_with_log().await;
+        (counters, daemon)
+    }
+
+    /// As [`Self::shutdown_keep_daemon`], and the extension's whole stderr.
+    pub async fn shutdown_with_log(self) -> (Option<Value>, Daemon, Vec<String>) {
         let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, telemetry_in_flight, .. } = self;
         // Let the last invocation's delayed telemetry (its report) reach the
         // platform's buffer first: the simulator drops what is still held
@@ -442,8 +448,9 @@ impl Platform {
             }
             None => None,
         };
+        let log = extension.map(|e| e.lines()).unwrap_or_default();
         drop(function);
         drop(clock);
-        (counters, daemon)
+        (counters, daemon, log)
     }
 }
