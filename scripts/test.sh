@@ -7,10 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Headless Chromium for the HTML waterfall test.
 ./scripts/setup-system.sh
-# The SQS tests (tests/tests/sqs_moto.rs) run moto's server from .venv.
+# moto's server (the SQS tests, tests/tests/sqs_moto.rs), zig and cargo-zigbuild (the layer) into .venv.
 ./scripts/setup-python.sh
+# The Rust targets of the layer (static musl, x86_64 and arm64).
+./scripts/setup-rust.sh
 # The end-to-end tests start the function binaries as child processes.
 cargo build --workspace --bins
-# The layer zip (glibc 2.34 build of the extension); layer-build's tests check it.
-cargo run --quiet -p layer-build
+# Both layer zips (static musl builds of the extension); layer-build's tests read them.
+cargo run --quiet -p layer-build -- --arch x86_64
+cargo run --quiet -p layer-build -- --arch arm64
 cargo test --workspace --all-features
