@@ -5,7 +5,7 @@
 # listener as the X-Ray daemon (and moto as SQS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Headless Chromium for the HTML waterfall test.
+# Headless Chromium for the HTML waterfall test, qemu-user for the arm64 extension.
 ./scripts/setup-system.sh
 # moto's server (the SQS tests, tests/tests/sqs_moto.rs), zig and cargo-zigbuild (the layer) into .venv.
 ./scripts/setup-python.sh
@@ -17,3 +17,17 @@ cargo build --workspace --bins
 cargo run --quiet -p layer-build -- --arch x86_64
 cargo run --quiet -p layer-build -- --arch arm64
 cargo test --workspace --all-features
+# The layers' extensions (the static musl release builds in the zips) through
+# the extension's end-to-end tests: the machine's own architecture natively,
+# the other under qemu-user (scripts/setup-system.sh installs it).
+target=$(realpath "${CARGO_TARGET_DIR:-target}")
+for cpu in x86_64 aarch64; do
+  extension=$target/$cpu-unknown-linux-musl/release/lambda-xray-extension
+  if [ "$(uname -m)" != "$cpu" ]; then
+    qemu=$(command -v "qemu-$cpu-static" || command -v "qemu-$cpu")
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$extension" >"$extension-qemu"
+    chmod +x "$extension-qemu"
+    extension=$extension-qemu
+  fi
+  LAMBDA_XRAY_TEST_EXTENSION=$extension cargo test -p lambda-xray-extension --test e2e
+done

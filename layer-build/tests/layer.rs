@@ -167,3 +167,52 @@ fn the_built_x86_64_layer_holds_a_static_x86_64_extension() {
 fn the_built_arm64_layer_holds_a_static_aarch64_extension() {
     check_built_layer(Arch::Arm64, 183); // EM_AARCH64
 }
+
+/// The emulator that runs arm64 binaries here: `QEMU_AARCH64`, else
+/// qemu-user's `qemu-aarch64-static` or `qemu-aarch64` (`scripts/setup-system.sh`
+/// installs Debian's `qemu-user-static`).
+fn qemu_aarch64() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("QEMU_AARCH64") {
+        return path.into();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| [dir.join("qemu-aarch64-static"), dir.join("qemu-aarch64")])
+        .find(|p| p.is_file())
+        .expect("qemu-user is needed to run the arm64 extension: run scripts/setup-system.sh (installs Debian's qemu-user-static) or set QEMU_AARCH64")
+}
+
+/// The exact bytes of the layer's binary start with an empty environment
+/// (no loader or library looked up, nothing from the host's settings): the
+/// extension says it is not under Lambda and exits with status 1.
+fn check_built_layer_starts(arch: Arch) {
+    use std::os::unix::fs::PermissionsExt;
+    let (_, binary) = built_layer(arch);
+    let path = std::env::temp_dir().join(format!("layer-run-{}-{}", arch.lambda_name(), std::process::id()));
+    std::fs::write(&path, &binary).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let host = if cfg!(target_arch = "aarch64") { Arch::Arm64 } else { Arch::X86_64 };
+    let mut command = if arch == host {
+        std::process::Command::new(&path)
+    } else {
+        assert_eq!(arch, Arch::Arm64, "no emulator set up for {arch:?} on this host");
+        let mut c = std::process::Command::new(qemu_aarch64());
+        c.arg(&path);
+        c
+    };
+    let output = command.env_clear().output().expect("run the extension");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"), "{stderr}");
+}
+
+#[test]
+fn the_built_x86_64_extension_starts() {
+    check_built_layer_starts(Arch::X86_64);
+}
+
+#[test]
+fn the_built_arm64_extension_starts_under_qemu() {
+    check_built_layer_starts(Arch::Arm64);
+}
