@@ -10,6 +10,10 @@ if ! command -v "qemu-$other-static" >/dev/null 2>&1 && ! command -v "qemu-$othe
   packages+=(qemu-user-static)
 fi
 [ ${#packages[@]} -gt 0 ] || exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing ${packages[*]} (Debian names) and no apt-get: install Chromium and qemu-user with your package manager" >&2
+  exit 1
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
