@@ -1,17 +1,28 @@
 # Build targets for `sam build` (template.yml uses BuildMethod: makefile).
 # Each function binary is built for Lambda's provided.al2023 (glibc 2.34) with
-# cargo-zigbuild (scripts/setup-python.sh installs it and zig into .venv) and
-# copied as `bootstrap`; the layer target lays out extensions/lambda-xray-extension.
+# cargo-zigbuild (scripts/setup-python.sh installs it and zig into .venv; the
+# Rust targets come from scripts/setup-rust.sh) and copied as `bootstrap`; the
+# layer target lays out extensions/lambda-xray-extension (a static musl build,
+# for provided.al2 and provided.al2023).
+#
+# The architecture follows the template's `Architecture` parameter
+# (`sam build --parameter-overrides Architecture=arm64`): sam build passes make
+# only ARTIFACTS_DIR, so scripts/sam-architecture.sh reads what sam resolved
+# for the resource. Run by hand (no sam build), ARCHITECTURE=x86_64|arm64 says.
 # Run `sam build --build-in-source` so cargo builds in this repository.
 
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
-TARGET := x86_64-unknown-linux-gnu
-RELEASE := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)/$(TARGET)/release
-ZIGBUILD := PATH="$(ROOT)/.venv/bin:$$PATH" cargo zigbuild --release --locked --manifest-path $(ROOT)/Cargo.toml --target $(TARGET).2.34
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+CARGO := PATH="$(ROOT)/.venv/bin:$$PATH" cargo
+# The architecture of the target being made: build-<LogicalId>.
+ARCH = arch=$$($(ROOT)/scripts/sam-architecture.sh $(@:build-%=%))
 
+# $(1): the package. The Rust target is <cpu>-unknown-linux-gnu, linked against glibc 2.34.
 define function
-	$(ZIGBUILD) -p $(1)
-	cp $(RELEASE)/$(1) $(ARTIFACTS_DIR)/bootstrap
+	$(ARCH) && cpu=$$([ "$$arch" = arm64 ] && echo aarch64 || echo x86_64) && \
+	echo "$@: $(1) for $$arch" && \
+	$(CARGO) zigbuild --release --locked --manifest-path $(ROOT)/Cargo.toml -p $(1) --target $$cpu-unknown-linux-gnu.2.34 && \
+	cp $(TARGET_DIR)/$$cpu-unknown-linux-gnu/release/$(1) $(ARTIFACTS_DIR)/bootstrap
 endef
 
 build-BasicFunction:
@@ -27,6 +38,7 @@ build-SqsConsumerFunction:
 	$(call function,sample-sqs-consumer)
 
 build-XRayExtensionLayer:
-	cargo run --quiet --release --locked --manifest-path $(ROOT)/Cargo.toml -p layer-build -- --dir $(ARTIFACTS_DIR)
+	$(ARCH) && \
+	$(CARGO) run --quiet --release --locked --manifest-path $(ROOT)/Cargo.toml -p layer-build -- --arch $$arch --dir $(ARTIFACTS_DIR)
 
 .PHONY: build-BasicFunction build-InstrumentedFunction build-SqsSenderFunction build-SqsConsumerFunction build-XRayExtensionLayer

@@ -5,12 +5,29 @@
 # listener as the X-Ray daemon (and moto as SQS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Headless Chromium for the HTML waterfall test.
+# Headless Chromium for the HTML waterfall test, qemu-user for the arm64 extension.
 ./scripts/setup-system.sh
-# The SQS tests (tests/tests/sqs_moto.rs) run moto's server from .venv.
+# moto's server (the SQS tests, tests/tests/sqs_moto.rs), zig and cargo-zigbuild (the layer) into .venv.
 ./scripts/setup-python.sh
+# The Rust targets of the layer (static musl, x86_64 and arm64).
+./scripts/setup-rust.sh
 # The end-to-end tests start the function binaries as child processes.
 cargo build --workspace --bins
-# The layer zip (glibc 2.34 build of the extension); layer-build's tests check it.
-cargo run --quiet -p layer-build
+# Both layer zips (static musl builds of the extension); layer-build's tests read them.
+cargo run --quiet -p layer-build -- --arch x86_64
+cargo run --quiet -p layer-build -- --arch arm64
 cargo test --workspace --all-features
+# The layers' extensions (the static musl release builds in the zips) through
+# the extension's end-to-end tests: the machine's own architecture natively,
+# the other under qemu-user (scripts/setup-system.sh installs it).
+target=$(realpath "${CARGO_TARGET_DIR:-target}")
+for cpu in x86_64 aarch64; do
+  extension=$target/$cpu-unknown-linux-musl/release/lambda-xray-extension
+  if [ "$(uname -m)" != "$cpu" ]; then
+    qemu=$(command -v "qemu-$cpu-static" || command -v "qemu-$cpu")
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$extension" >"$extension-qemu"
+    chmod +x "$extension-qemu"
+    extension=$extension-qemu
+  fi
+  LAMBDA_XRAY_TEST_EXTENSION=$extension cargo test -p lambda-xray-extension --test e2e
+done

@@ -1,15 +1,27 @@
-//! `cargo run -p layer-build -- [--arch x86_64|arm64] [--out PATH] [--binary PATH]`
+//! `cargo run -p layer-build -- [--arch x86_64|arm64] [--libc musl|gnu] [--out PATH] [--binary PATH] [--dir DIR]`
 //!
-//! Builds the extension in release mode for glibc 2.34 (Lambda's
-//! `provided.al2023`) with cargo-zigbuild, checks the glibc versions the binary
-//! needs, and writes the layer zip (default `target/lambda-xray-layer-<arch>.zip`).
-//! `--binary` skips the build and packages an existing binary; `--dir DIR`
-//! also lays the layer out in `DIR` (`DIR/extensions/<name>`, for `sam build`).
+//! Builds the extension in release mode with cargo-zigbuild (zig and
+//! cargo-zigbuild from `.venv`, `scripts/setup-python.sh`; the Rust targets
+//! from `scripts/setup-rust.sh`), checks the binary's ELF machine and what it
+//! needs to start (static, or glibc no newer than 2.26, so it runs on
+//! `provided.al2` and `provided.al2023`), and writes the layer zip.
+//!
+//! - `--arch`: `x86_64` (default) or `arm64`.
+//! - `--libc`: `musl` (default, a static binary: what the layer ships) or
+//!   `gnu` (glibc 2.26 floor; for comparison, written to
+//!   `lambda-xray-layer-<arch>-gnu.zip`).
+//! - `--out`: the zip (default `target/lambda-xray-layer-<arch>.zip`).
+//! - `--binary`: package an existing binary instead of building.
+//! - `--dir DIR`: also lay the layer out in `DIR` (`DIR/extensions/<name>`, for `sam build`).
+//!
+//! The build remaps `$CARGO_HOME` to `/cargo` in the binary's panic
+//! locations, so the same sources, toolchain and zig give the same bytes on
+//! any machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layer_build::{Error, MAX_GLIBC, check_glibc, elf_machine, write_layer_dir, write_layer_zip};
+use layer_build::{Arch, Error, Libc, check_runs_on_provided, library_needs, write_layer_dir, write_layer_zip};
 
 const PACKAGE: &str = "lambda-xray-extension";
 const EXTENSION_NAME: &str = "lambda-xray-extension";
@@ -30,7 +42,12 @@ fn rust_target_installed(triple: &str) -> bool {
     }
 }
 
-fn build(root: &Path, triple: &str) -> Result<PathBuf, Error> {
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+fn build(root: &Path, arch: Arch, libc: Libc) -> Result<PathBuf, Error> {
+    let triple = arch.rust_target(libc);
     let venv_bin = root.join(".venv/bin");
     let path = std::env::join_paths(
         std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
@@ -39,13 +56,19 @@ fn build(root: &Path, triple: &str) -> Result<PathBuf, Error> {
     if !has_zigbuild {
         return Err("cargo-zigbuild is not installed: run scripts/setup-python.sh (installs cargo-zigbuild and ziglang into .venv)".into());
     }
-    let zig_target = format!("{triple}.{}.{}", MAX_GLIBC.0, MAX_GLIBC.1);
+    let zig_target = libc.zig_target(arch);
     eprintln!("building {PACKAGE} for {zig_target} (release)...");
-    let status = Command::new("cargo")
-        .args(["zigbuild", "--release", "--locked", "-p", PACKAGE, "--target", &zig_target])
+    let mut command = Command::new("cargo");
+    command
+        .args(["zigbuild", "--release", "--locked", "-p", PACKAGE, "--bin", EXTENSION_NAME, "--target", &zig_target])
         .current_dir(root)
-        .env("PATH", &path)
-        .status()?;
+        .env("PATH", &path);
+    if let Some(home) = cargo_home() {
+        // Registry sources are compiled from $CARGO_HOME: keep that path out of the binary.
+        let var = format!("CARGO_TARGET_{}_RUSTFLAGS", triple.to_uppercase().replace('-', "_"));
+        command.env(var, format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    let status = command.status()?;
     if !status.success() {
         return Err(format!("cargo zigbuild failed ({status})").into());
     }
@@ -53,51 +76,46 @@ fn build(root: &Path, triple: &str) -> Result<PathBuf, Error> {
 }
 
 fn run() -> Result<(), Error> {
-    let mut arch = "x86_64".to_owned();
+    let mut arch = Arch::X86_64;
+    let mut libc = Libc::Musl;
     let mut out: Option<PathBuf> = None;
     let mut binary: Option<PathBuf> = None;
     let mut dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--arch" => arch = args.next().ok_or("--arch needs x86_64 or arm64")?,
+            "--arch" => arch = Arch::parse(&args.next().ok_or("--arch needs x86_64 or arm64")?)?,
+            "--libc" => libc = Libc::parse(&args.next().ok_or("--libc needs musl or gnu")?)?,
             "--out" => out = Some(args.next().ok_or("--out needs a path")?.into()),
             "--binary" => binary = Some(args.next().ok_or("--binary needs a path")?.into()),
             "--dir" => dir = Some(args.next().ok_or("--dir needs a path")?.into()),
             "-h" | "--help" => {
-                println!("layer-build [--arch x86_64|arm64] [--out PATH] [--binary PATH] [--dir DIR]");
+                println!("layer-build [--arch x86_64|arm64] [--libc musl|gnu] [--out PATH] [--binary PATH] [--dir DIR]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)").into()),
         }
     }
-    let (triple, machine) = match arch.as_str() {
-        "x86_64" | "amd64" => ("x86_64-unknown-linux-gnu", "x86_64"),
-        "arm64" | "aarch64" => ("aarch64-unknown-linux-gnu", "aarch64"),
-        other => return Err(format!("unknown architecture {other:?}: use x86_64 or arm64").into()),
-    };
-    let arch_name = if machine == "aarch64" { "arm64" } else { "x86_64" };
     let root = workspace_root();
     let binary = match binary {
         Some(b) => b,
         None => {
+            let triple = arch.rust_target(libc);
             if !rust_target_installed(triple) {
                 return Err(format!(
-                    "the Rust target {triple} is not installed: run `rustup target add {triple}` to build the {arch_name} layer"
+                    "the Rust target {triple} is not installed: run scripts/setup-rust.sh (or `rustup target add {triple}`) to build the {} layer",
+                    arch.lambda_name()
                 )
                 .into());
             }
-            build(&root, triple)?
+            build(&root, arch, libc)?
         }
     };
     let bytes = std::fs::read(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    let found = elf_machine(&bytes)?;
-    if found != machine {
-        return Err(format!("{} is a {found} binary, not {machine}", binary.display()).into());
-    }
-    let needed = check_glibc(&bytes, MAX_GLIBC)?;
-    let newest = needed.last().map(|(a, b)| format!("GLIBC_{a}.{b}")).unwrap_or_else(|| "none".to_owned());
-    let out = out.unwrap_or_else(|| target_dir(&root).join(format!("lambda-xray-layer-{arch_name}.zip")));
+    let needs = library_needs(&bytes)?;
+    check_runs_on_provided(&needs, arch).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let suffix = if libc == Libc::Gnu { "-gnu" } else { "" };
+    let out = out.unwrap_or_else(|| target_dir(&root).join(format!("lambda-xray-layer-{}{suffix}.zip", arch.lambda_name())));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -109,13 +127,13 @@ fn run() -> Result<(), Error> {
     }
     let size = std::fs::metadata(&out)?.len();
     println!(
-        "{}: {} bytes ({:.2} MB); extension binary {} bytes; newest glibc symbol {newest} (limit GLIBC_{}.{})",
+        "{}: {} bytes ({:.2} MB); {} extension binary {} bytes, {}",
         out.display(),
         size,
         size as f64 / 1_000_000.0,
+        arch.lambda_name(),
         bytes.len(),
-        MAX_GLIBC.0,
-        MAX_GLIBC.1
+        needs.summary()
     );
     Ok(())
 }
