@@ -23,11 +23,15 @@ cargo test --workspace --all-features
 target=$(realpath "${CARGO_TARGET_DIR:-target}")
 for cpu in x86_64 aarch64; do
   extension=$target/$cpu-unknown-linux-musl/release/lambda-xray-extension
+  # end_of_invocation.rs measures the extension's RSS: natively only (qemu's
+  # own memory would be in the figure).
+  tests=(--test e2e --test end_of_invocation)
   if [ "$(uname -m)" != "$cpu" ]; then
+    tests=(--test e2e)
     qemu=$(command -v "qemu-$cpu-static" || command -v "qemu-$cpu")
     printf '#!/bin/sh\nexec %s %s "$@"\n' "$qemu" "$extension" >"$extension-qemu"
     chmod +x "$extension-qemu"
     extension=$extension-qemu
   fi
-  LAMBDA_XRAY_TEST_EXTENSION=$extension cargo test -p lambda-xray-extension --test e2e
+  LAMBDA_XRAY_TEST_EXTENSION=$extension cargo test -p lambda-xray-extension "${tests[@]}"
 done
