@@ -260,10 +260,10 @@ fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: 
     }
     match result {
         Ok(response) => {
-            if settings.capture_response {
-                if let Err(e) = sub.put_metadata_in(&settings.service, &settings.response_key, response) {
-                    tracing::debug!(target: "lambda_xray", "response not captured: {e}");
-                }
+            if settings.capture_response
+                && let Err(e) = sub.put_metadata_in(&settings.service, &settings.response_key, response)
+            {
+                tracing::debug!(target: "lambda_xray", "response not captured: {e}");
             }
         }
         Err(err) => {

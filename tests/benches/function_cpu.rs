@@ -22,7 +22,8 @@
 //! Settings (environment): `FUNCTION_CPU_INVOCATIONS` (measured invocations
 //! per run, default 30000), `FUNCTION_CPU_WARMUP` (default 2000),
 //! `FUNCTION_CPU_RUNS` (runs per mode, default 5), `FUNCTION_CPU_MODES`
-//! (`untraced,traced`), `FUNCTION_CPU_WRAPPER` (a command to run the function
+//! (`untraced,traced`; `traced@<path>` runs another build of the function,
+//! e.g. of an older commit, in the same session), `FUNCTION_CPU_WRAPPER` (a command to run the function
 //! under, e.g. `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`;
 //! the CPU figures are then the wrapper's), `FUNCTION_CPU_PERF` (a path
 //! prefix: `perf record -e cpu-clock -g` of the measured invocations to
@@ -225,7 +226,9 @@ async fn run_once(
     measured: u64,
 ) -> Result<RunResult, Error> {
     let (api_addr, api) = start_runtime_api().await?;
-    let binary = env!("CARGO_BIN_EXE_bench-function");
+    // `traced@/path/to/bench-function`: another build of the function (e.g. of an
+    // older commit), to compare in the same session.
+    let (mode, binary) = mode.split_once('@').unwrap_or((mode, env!("CARGO_BIN_EXE_bench-function")));
     let wrapper = std::env::var("FUNCTION_CPU_WRAPPER").unwrap_or_default();
     let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
     words.push(binary.to_owned());
@@ -378,18 +381,22 @@ async fn main() -> Result<(), Error> {
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_file(&marker);
 
-    let medians: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
-    println!("median CPU per invocation:");
-    for (mode, m) in modes.iter().zip(&medians) {
-        println!("  {mode:>8}: {m:7.2} µs");
+    println!("CPU per invocation, median (min) over the runs:");
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    for (mode, v) in modes.iter().zip(&cpu) {
+        println!("  {mode:>8}: {:7.2} µs ({:.2})", median(&mut v.clone()), min(v));
     }
-    if let (Some(u), Some(t)) = (modes.iter().position(|m| *m == "untraced"), modes.iter().position(|m| *m == "traced")) {
-        let mut diffs: Vec<f64> = cpu[u].iter().zip(&cpu[t]).map(|(u, t)| t - u).collect();
-        println!(
-            "  traced - untraced: {:7.2} µs (median of medians), {:7.2} µs (median of per-run differences)",
-            medians[t] - medians[u],
-            median(&mut diffs)
-        );
+    if let Some(u) = modes.iter().position(|m| *m == "untraced") {
+        for (t, mode) in modes.iter().enumerate().filter(|(_, m)| m.starts_with("traced")) {
+            // Runs of the two modes alternate: pair them in order.
+            let mut diffs: Vec<f64> = cpu[u].iter().zip(&cpu[t]).map(|(u, t)| t - u).collect();
+            let of_medians = median(&mut cpu[t].clone()) - median(&mut cpu[u].clone());
+            println!(
+                "  {mode} - untraced: {of_medians:7.2} µs (difference of the medians), {:7.2} µs (median of the per-run differences), {:7.2} µs (difference of the minimums)",
+                median(&mut diffs),
+                min(&cpu[t]) - min(&cpu[u]),
+            );
+        }
     }
     Ok(())
 }
