@@ -8,6 +8,9 @@ use lambda_xray::{Config, Emitter, MemoryTransport, TraceError, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
+mod common;
+use common::catch_unwind;
+
 fn layer(cap: &MemoryTransport) -> XRayLayer {
     XRayLayer::new().handler_name("test").service("svc").with_emitter(Config::default(), Arc::new(Emitter::new(cap.clone())))
 }
@@ -96,17 +99,6 @@ async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
     assert_eq!(docs[0]["fault"], true);
     assert_eq!(docs[0]["cause"]["exceptions"][0]["message"], "boom");
     assert_eq!(docs[0]["metadata"]["svc"]["test error"], "boom");
-}
-
-/// `catch_unwind` for a future, without a dependency for one test.
-async fn catch_unwind<F: std::future::Future>(fut: F) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(move |cx| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-        Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-        Err(p) => std::task::Poll::Ready(Err(p)),
-    })
-    .await
 }
 
 #[tokio::test]

@@ -9,6 +9,9 @@ use lambda_xray::{Config, Emitter, MemoryTransport, UdpTransport, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
+mod common;
+use common::catch_unwind;
+
 const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 const CONTROL_HEADER: &[u8] = b"{\"format\":\"lambda-xray-control\",\"version\":1}\n";
 const DOCUMENT_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
@@ -96,17 +99,6 @@ async fn a_request_id_needing_escapes_is_valid_json() {
     let odd = "a\"b\\c\n\u{e9}";
     assert!(svc.call(event(odd, None)).await.is_ok());
     assert_eq!(sent(&cap), vec![Datagram::Done(odd.into())]);
-}
-
-/// `catch_unwind` for a future.
-async fn catch_unwind<F: std::future::Future>(fut: F) -> Result<F::Output, Box<dyn std::any::Any + Send>> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(move |cx| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-        Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-        Err(p) => std::task::Poll::Ready(Err(p)),
-    })
-    .await
 }
 
 #[tokio::test]
