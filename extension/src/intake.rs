@@ -125,6 +125,14 @@ impl Intake {
                     Counters::bump(&self.counters.dropped);
                 }
             }
+            Ok(Datagram::LastDocument { request_id, body_at }) => {
+                Counters::bump(&self.counters.received);
+                // The daemon gets its plain header back.
+                if !self.forwarder.offer_document(Bytes::from(wire::frame(&datagram[body_at..]))) {
+                    Counters::bump(&self.counters.dropped);
+                }
+                self.forwarder.offer_invocation_done(request_id);
+            }
             Ok(Datagram::Control(message)) => {
                 if let Some(address) = message.daemon_address {
                     self.forwarder.offer_daemon_address(address);

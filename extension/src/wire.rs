@@ -18,6 +18,15 @@ pub const CONTROL_FORMAT: &str = "lambda-xray-control";
 pub enum Datagram {
     /// A segment document in daemon format; forward the datagram as it is.
     Document,
+    /// A document whose header also names the invocation it ends (lambda-xray's
+    /// `invocation_done` in the header line); forward `frame(body)`: the
+    /// daemon's plain header, then the body from `body_at`.
+    LastDocument {
+        /// The invocation the document ends.
+        request_id: String,
+        /// Where the document's JSON starts in the datagram.
+        body_at: usize,
+    },
     /// The function's control message.
     Control(ControlMessage),
 }
@@ -59,6 +68,10 @@ struct Header<'a> {
     #[serde(borrow)]
     format: Cow<'a, str>,
     version: u64,
+    /// On a document: it is also the last of this invocation (lambda-xray
+    /// saves a datagram this way). Taken off before forwarding.
+    #[serde(borrow, default)]
+    invocation_done: Option<Cow<'a, str>>,
 }
 
 /// Only the fields we check; serde still checks the whole body is valid JSON.
@@ -91,7 +104,11 @@ pub fn classify(datagram: &[u8], max_len: usize) -> Result<Datagram, Rejection> 
                 return Err(Rejection::BadDocument);
             }
             serde_json::from_str::<DocumentProbe<'_>>(body).map_err(|_| Rejection::BadDocument)?;
-            Ok(Datagram::Document)
+            match header.invocation_done {
+                None => Ok(Datagram::Document),
+                Some(id) if id.is_empty() || id.len() > MAX_REQUEST_ID => Err(Rejection::BadHeader),
+                Some(id) => Ok(Datagram::LastDocument { request_id: id.into_owned(), body_at: text.len() - body.len() }),
+            }
         }
         CONTROL_FORMAT => match serde_json::from_str::<ControlMessage>(body) {
             Ok(m) if m.invocation_done.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_REQUEST_ID) => Err(Rejection::BadControl),
@@ -156,6 +173,16 @@ mod tests {
             assert!(!d.is_empty(), "golden {n} missing");
             assert_eq!(classify(&d, MAX), Ok(Datagram::Document), "golden {n}");
         }
+    }
+
+    #[test]
+    fn a_document_can_end_its_invocation() {
+        let d = b"{\"format\":\"json\",\"version\":1,\"invocation_done\":\"r-1\"}\n{\"id\":\"a\",\"trace_id\":\"b\"}";
+        let Ok(Datagram::LastDocument { request_id, body_at }) = classify(d, MAX) else { panic!("{:?}", classify(d, MAX)) };
+        assert_eq!(request_id, "r-1");
+        assert_eq!(frame(&d[body_at..]), b"{\"format\":\"json\",\"version\":1}\n{\"id\":\"a\",\"trace_id\":\"b\"}".to_vec());
+        let empty = b"{\"format\":\"json\",\"version\":1,\"invocation_done\":\"\"}\n{\"id\":\"a\",\"trace_id\":\"b\"}";
+        assert_eq!(classify(empty, MAX), Err(Rejection::BadHeader));
     }
 
     #[test]

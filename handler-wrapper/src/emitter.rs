@@ -5,6 +5,7 @@
 //! their own documents), never truncated. Sending never blocks: the socket is
 //! non-blocking, and failures are counted, not returned to the handler.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::OnceLock;
@@ -144,6 +145,25 @@ struct ControlMessage<'a> {
 #[derive(Serialize)]
 struct InvocationDone<'a> {
     invocation_done: &'a str,
+}
+
+thread_local! {
+    /// The request id of the invocation ending on this thread, while its
+    /// handler subsegment goes out (see [`with_invocation_done`]).
+    static ENDING: Cell<Option<String>> = const { Cell::new(None) };
+}
+
+/// Runs `f`, which ends an invocation's handler subsegment: the document it
+/// sends to the extension carries `request_id` in its header as the end of
+/// the invocation. Returns `f`'s result, and the request id back when no
+/// document carried it (unsampled, untraced, not to the extension...), so
+/// the caller sends the control message instead.
+pub(crate) fn with_invocation_done<T>(request_id: String, f: impl FnOnce() -> T) -> (T, Option<String>) {
+    let mut id = Some(request_id);
+    let set = ENDING.try_with(|c| c.set(id.take())).is_ok();
+    let out = f();
+    let left = if set { ENDING.try_with(Cell::take).ok().flatten() } else { id };
+    (out, left)
 }
 
 /// The header line of a control datagram, with its newline.
@@ -336,12 +356,15 @@ impl Emitter {
             // One encoding buffer per thread, kept between documents.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        // The end-of-invocation mark rides on this document, if one is due.
+        let mark = if self.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
+        let mut marked = false;
         let mut doc = Some(doc);
         let _ = BUF.try_with(|b| {
             if let Ok(mut buf) = b.try_borrow_mut()
                 && let Some(doc) = doc.take()
             {
-                self.emit_with(doc, &mut buf);
+                marked = self.emit_with(doc, &mut buf, mark.as_deref());
                 // Don't keep a big buffer around after a big document.
                 if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
                     *buf = Vec::new();
@@ -350,18 +373,22 @@ impl Emitter {
         });
         // The thread is exiting, or this is a nested call: a buffer of its own.
         if let Some(doc) = doc {
-            self.emit_with(doc, &mut Vec::with_capacity(1024));
+            marked = self.emit_with(doc, &mut Vec::with_capacity(1024), mark.as_deref());
+        }
+        if !marked && mark.is_some() {
+            let _ = ENDING.try_with(|c| c.set(mark));
         }
     }
 
-    fn emit_with(&self, mut doc: Document, buf: &mut Vec<u8>) {
+    /// Sends `doc`; the last datagram carries `mark` in its header when it
+    /// fits. Returns whether it did.
+    fn emit_with(&self, mut doc: Document, buf: &mut Vec<u8>, mark: Option<&str>) -> bool {
         if !Self::encode(&doc, buf) {
             self.counters.docs_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         if buf.len() <= self.max_datagram {
-            self.send_datagram(buf);
-            return;
+            return self.send_last(buf, mark);
         }
         self.counters.split.fetch_add(1, Ordering::Relaxed);
         let children = std::mem::take(&mut doc.subsegments);
@@ -383,15 +410,51 @@ impl Emitter {
                 child.trace_id = doc.trace_id.clone();
                 child.parent_id = Some(doc.id);
                 child.kind = Some("subsegment".to_owned());
-                self.emit_with(child, buf);
+                self.emit_with(child, buf, None);
             }
         }
         doc.subsegments = kept;
         if Self::encode(&doc, buf) && buf.len() <= self.max_datagram {
-            self.send_datagram(buf);
+            self.send_last(buf, mark)
         } else {
             self.counters.docs_dropped.fetch_add(1, Ordering::Relaxed);
+            false
         }
+    }
+
+    /// Sends the encoded document in `buf`, with `mark` (a request id) added
+    /// to its header line when given and it still fits: one datagram that is
+    /// both the invocation's last document and its end (the extension takes
+    /// the mark off before forwarding). Only to the extension; returns
+    /// whether the mark went out.
+    fn send_last(&self, buf: &mut Vec<u8>, mark: Option<&str>) -> bool {
+        let Some(request_id) = mark else {
+            self.send_datagram(buf);
+            return false;
+        };
+        // `{"format":"json","version":1` + `,"invocation_done":"<id>"` + `}\n`
+        let at = wire_header().len() - 2;
+        let mut field = Vec::with_capacity(request_id.len() + 24);
+        field.extend_from_slice(b",\"invocation_done\":");
+        if serde_json::to_writer(&mut field, request_id).is_err() || buf.len() + field.len() > self.max_datagram {
+            self.send_datagram(buf);
+            return false;
+        }
+        buf.splice(at..at, field.iter().copied());
+        let result = self.primary.send(buf);
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::ConnectionRefused
+            && let Some(fallback) = &self.fallback
+        {
+            tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
+            self.use_fallback.store(true, Ordering::Relaxed);
+            // The daemon gets the plain header.
+            buf.drain(at..at + field.len());
+            self.count(&fallback.send(buf));
+            return false;
+        }
+        self.count(&result);
+        result.is_ok()
     }
 
     /// Removes the biggest values from `doc` (no children) until it fits,

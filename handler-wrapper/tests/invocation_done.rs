@@ -1,4 +1,6 @@
-//! The end-of-invocation control datagram the layer sends to the extension.
+//! The end of each invocation, as the layer tells the extension: on the
+//! handler subsegment's own datagram (its header names the request id) when
+//! it goes to the extension, otherwise a control datagram.
 
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use common::catch_unwind;
 const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 const CONTROL_HEADER: &[u8] = b"{\"format\":\"lambda-xray-control\",\"version\":1}\n";
 const DOCUMENT_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1}\n";
+/// The daemon's header with the end-of-invocation mark.
+const LAST_DOCUMENT_HEADER: &[u8] = b"{\"format\":\"json\",\"version\":1,\"invocation_done\":";
 
 fn event(request_id: &str, header: Option<&str>) -> LambdaEvent<Value> {
     let mut ctx = Context::default();
@@ -27,6 +31,8 @@ fn event(request_id: &str, header: Option<&str>) -> LambdaEvent<Value> {
 #[derive(Debug, PartialEq)]
 enum Datagram {
     Document(String),
+    /// A document (its name) that also ends the invocation (the request id).
+    LastDocument(String, String),
     Done(String),
     Other(Vec<u8>),
 }
@@ -35,6 +41,17 @@ fn classify(datagram: &[u8]) -> Datagram {
     if let Some(body) = datagram.strip_prefix(DOCUMENT_HEADER) {
         let doc: Value = serde_json::from_slice(body).unwrap_or_default();
         return Datagram::Document(doc["name"].as_str().unwrap_or("").to_owned());
+    }
+    if datagram.starts_with(LAST_DOCUMENT_HEADER)
+        && let Some(newline) = datagram.iter().position(|&b| b == b'\n')
+        && let Ok(header) = serde_json::from_slice::<Value>(&datagram[..newline])
+        && header.as_object().map(|h| h.len()) == Some(3)
+        && let Ok(doc) = serde_json::from_slice::<Value>(&datagram[newline + 1..])
+    {
+        return Datagram::LastDocument(
+            doc["name"].as_str().unwrap_or("").to_owned(),
+            header["invocation_done"].as_str().unwrap_or("").to_owned(),
+        );
     }
     if let Some(body) = datagram.strip_prefix(CONTROL_HEADER)
         && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
@@ -64,7 +81,7 @@ async fn handler(_e: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error>
 }
 
 #[tokio::test]
-async fn one_done_message_per_invocation_after_its_documents() {
+async fn each_invocation_ends_once_after_its_documents() {
     let cap = MemoryTransport::default();
     let mut svc = extension_layer(&cap, Config::default()).layer(service_fn(handler));
     let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
@@ -80,14 +97,14 @@ async fn one_done_message_per_invocation_after_its_documents() {
         let out = svc.call(event(id, header)).await.ok();
         assert_eq!(out, Some(json!("ok")), "{id}: tracing must not change the result");
     }
+    // Sampled: the handler subsegment's datagram (the last document) ends
+    // it; otherwise a control datagram does.
     let want = vec![
-        Datagram::Document("## test".into()),
-        Datagram::Done("sampled-1".into()),
+        Datagram::LastDocument("## test".into(), "sampled-1".into()),
         Datagram::Done("unsampled".into()),
         Datagram::Done("no-header".into()),
         Datagram::Done("malformed".into()),
-        Datagram::Document("## test".into()),
-        Datagram::Done("sampled-2".into()),
+        Datagram::LastDocument("## test".into(), "sampled-2".into()),
     ];
     assert_eq!(sent(&cap), want);
 }
@@ -116,10 +133,7 @@ async fn a_panicking_handler_still_ends_its_invocation() {
         let payload = catch_unwind(svc.call(event(id, header))).await.err();
         assert_eq!(payload.as_ref().and_then(|p| p.downcast_ref::<&str>()).copied(), Some("handler exploded"), "{id}");
     }
-    assert_eq!(
-        sent(&cap),
-        vec![Datagram::Document("## test".into()), Datagram::Done("p-sampled".into()), Datagram::Done("p-untraced".into())]
-    );
+    assert_eq!(sent(&cap), vec![Datagram::LastDocument("## test".into(), "p-sampled".into()), Datagram::Done("p-untraced".into())]);
 }
 
 #[tokio::test]
@@ -180,19 +194,39 @@ async fn nothing_is_sent_once_the_emitter_fell_back_to_the_daemon() -> std::io::
 }
 
 #[tokio::test]
-async fn over_udp_the_done_message_follows_the_documents() -> std::io::Result<()> {
+async fn over_udp_one_datagram_is_the_document_and_the_end() -> std::io::Result<()> {
     let extension = UdpSocket::bind("127.0.0.1:0")?;
     extension.set_read_timeout(Some(Duration::from_secs(5)))?;
     let emitter = Arc::new(Emitter::for_extension(UdpTransport::connect(extension.local_addr()?)?));
     let mut svc = XRayLayer::new().handler_name("test").with_emitter(Config::default(), emitter).layer(service_fn(handler));
     let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
     assert!(svc.call(event("udp-1", Some(&sampled))).await.is_ok());
+    assert!(svc.call(event("udp-2", None)).await.is_ok());
     let mut buf = vec![0u8; 65536];
     let mut got = Vec::new();
     for _ in 0..2 {
         let n = extension.recv(&mut buf)?;
         got.push(classify(&buf[..n]));
     }
-    assert_eq!(got, vec![Datagram::Document("## test".into()), Datagram::Done("udp-1".into())]);
+    assert_eq!(got, vec![Datagram::LastDocument("## test".into(), "udp-1".into()), Datagram::Done("udp-2".into())]);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_split_handler_document_ends_the_invocation_on_its_last_datagram() {
+    let cap = MemoryTransport::default();
+    let mut svc = extension_layer(&cap, Config::default()).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        for i in 0..6 {
+            let sub = lambda_xray::begin_subsegment(&format!("big {i}"));
+            let _ = sub.put_metadata("blob", &"x".repeat(20_000));
+        }
+        Ok::<Value, lambda_runtime::Error>(json!("ok"))
+    }));
+    let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    assert!(svc.call(event("split", Some(&sampled))).await.is_ok());
+    let kinds = sent(&cap);
+    assert!(kinds.len() > 1, "the 120 KB handler document is split: {} datagram(s)", kinds.len());
+    let (last, before) = kinds.split_last().unwrap();
+    assert_eq!(last, &Datagram::LastDocument("## test".into(), "split".into()));
+    assert!(before.iter().all(|k| matches!(k, Datagram::Document(name) if name.starts_with("big "))), "{before:?}");
 }

@@ -31,6 +31,11 @@ async fn the_function_finds_the_extension_and_its_documents_arrive_before_the_fr
         roots.push(root);
     }
     let (counters, daemon) = platform.shutdown_keep_daemon().await;
+    // The library marks each invocation's last document in its header; the
+    // daemon gets the plain header.
+    for datagram in daemon.datagrams() {
+        assert!(datagram.starts_with(b"{\"format\":\"json\",\"version\":1}\n"), "{}", String::from_utf8_lossy(&datagram));
+    }
     let docs = daemon.documents();
     assert_schema_valid(&docs);
     // The extension adds each invocation's platform.report as a subsegment of it.
