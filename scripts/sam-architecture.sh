@@ -11,7 +11,11 @@
 # different: an error, rather than a binary for the wrong CPU.
 set -euo pipefail
 id=${1:?usage: sam-architecture.sh <LogicalId>}
-toml=${ARTIFACTS_DIR:+$ARTIFACTS_DIR/../../build.toml}
+toml=""
+if [ -n "${ARTIFACTS_DIR:-}" ]; then
+  # <sam dir>/build/<LogicalId> -> <sam dir>/build.toml
+  toml=$(dirname "$(dirname "$ARTIFACTS_DIR")")/build.toml
+fi
 from_sam=""
 if [ -n "$toml" ] && [ -f "$toml" ]; then
   # A table lists the resource (functions = [..., "Id", ...] or layer = "Id")
