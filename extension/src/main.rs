@@ -169,17 +169,16 @@ async fn on_event(
             let bound = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
             let end = tokio::time::timeout_at(bound, forwarder.wait_end(request_id.clone(), started)).await;
             match end {
-                // Everything the function sent before saying so is queued already.
-                Ok(End::Done) => {}
-                Ok(End::RuntimeDone) => intake.drain().await,
-                Ok(End::TelemetrySilent) => {
-                    log!(Debug, "not waiting for {request_id}: the Telemetry API is silent");
-                    intake.drain().await;
-                }
+                Ok(End::TelemetrySilent) => log!(Debug, "not waiting for {request_id}: the Telemetry API is silent"),
                 Err(_) => {
-                    log!(Warn, "{request_id} has not ended {} ms before its deadline; flushing what is there", DEADLINE_MARGIN.as_millis());
-                    intake.drain().await;
+                    log!(Warn, "{request_id} has not ended {} ms before its deadline; flushing what is there", DEADLINE_MARGIN.as_millis())
                 }
+                Ok(End::Done | End::RuntimeDone) => {}
+            }
+            // After the function's own word, everything it sent before is
+            // queued already; otherwise take in what the socket holds.
+            if end != Ok(End::Done) {
+                intake.drain().await;
             }
             let flush_until = (Instant::now() + FLUSH_TIME).min(deadline.checked_sub(DEADLINE_MARGIN - FLUSH_TIME).unwrap_or(deadline));
             forwarder.flush(flush_until).await;

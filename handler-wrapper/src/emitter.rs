@@ -298,15 +298,8 @@ impl Emitter {
         if serde_json::to_writer(&mut buf, body).is_err() {
             return;
         }
-        let result = self.primary.send(&buf);
-        if let Err(e) = &result
-            && e.kind() == io::ErrorKind::ConnectionRefused
-            && self.fallback.is_some()
-        {
-            tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
-            self.use_fallback.store(true, Ordering::Relaxed);
-        }
-        self.count(&result);
+        // Never to the fallback: the daemon does not know the format.
+        self.count(&self.send_primary(&buf));
     }
 
     fn count(&self, result: &io::Result<()>) {
@@ -331,16 +324,27 @@ impl Emitter {
     fn send_datagram(&self, datagram: &[u8]) {
         let result = match (&self.fallback, self.use_fallback.load(Ordering::Relaxed)) {
             (Some(fb), true) => fb.send(datagram),
-            (fb, _) => match self.primary.send(datagram) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && fb.is_some() => {
-                    tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
-                    self.use_fallback.store(true, Ordering::Relaxed);
-                    fb.as_ref().map_or(Err(e), |fb| fb.send(datagram))
-                }
-                other => other,
+            (fb, _) => match (self.send_primary(datagram), fb) {
+                (Err(e), Some(fb)) if e.kind() == io::ErrorKind::ConnectionRefused => fb.send(datagram),
+                (result, _) => result,
             },
         };
         self.count(&result);
+    }
+
+    /// Sends to the primary transport; when it refuses and there is a
+    /// fallback, switches to the fallback for what follows (the caller
+    /// decides what to do with this datagram). Not counted.
+    fn send_primary(&self, datagram: &[u8]) -> io::Result<()> {
+        let result = self.primary.send(datagram);
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::ConnectionRefused
+            && self.fallback.is_some()
+        {
+            tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
+            self.use_fallback.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn encode(doc: &Document, buf: &mut Vec<u8>) -> bool {
@@ -441,13 +445,11 @@ impl Emitter {
             return false;
         }
         buf.splice(at..at, field.iter().copied());
-        let result = self.primary.send(buf);
+        let result = self.send_primary(buf);
         if let Err(e) = &result
             && e.kind() == io::ErrorKind::ConnectionRefused
             && let Some(fallback) = &self.fallback
         {
-            tracing::warn!(target: "lambda_xray", "the X-Ray extension is not listening; sending to the daemon directly");
-            self.use_fallback.store(true, Ordering::Relaxed);
             // The daemon gets the plain header.
             buf.drain(at..at + field.len());
             self.count(&fallback.send(buf));
