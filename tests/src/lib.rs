@@ -161,6 +161,29 @@ impl Daemon {
         }
     }
 
+    /// Returns once every datagram already sent to the daemon has been read
+    /// off its socket (or `timeout` passed; then `false`): it sends itself a
+    /// marker datagram, which queues behind them, waits for it and drops it.
+    /// Call it after the senders are done (e.g. the extension exited).
+    pub async fn sync(&self, timeout: Duration) -> bool {
+        static SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!("\0lambda-xray-e2e-sync-{}-{}", std::process::id(), SYNCS.fetch_add(1, Ordering::Relaxed)).into_bytes();
+        let sent = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.send_to(&marker, self.addr));
+        if sent.is_err() {
+            return false;
+        }
+        let end = Instant::now() + timeout;
+        let mut seen = false;
+        while !seen && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            seen = self.received.lock().map(|v| v.iter().rev().any(|d| d == &marker)).unwrap_or(false);
+        }
+        if let Ok(mut v) = self.received.lock() {
+            v.retain(|d| d != &marker);
+        }
+        seen
+    }
+
     /// Forgets what was received so far.
     pub fn clear(&self) {
         if let Ok(mut v) = self.received.lock() {

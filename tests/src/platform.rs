@@ -366,6 +366,9 @@ impl Platform {
                 pids.extend(self.extension.as_ref().map(|e| e.pid));
             }
             assert!(wait_until(LONG, || self.sim.is_frozen() && pids.iter().all(|&pid| stopped(pid))).await, "processes frozen");
+            // What was sent before the freeze may still sit in the daemon's
+            // socket: let the daemon read it, so callers see it.
+            assert!(self.daemon.sync(LONG).await, "the daemon stand-in reads its socket");
         }
     }
 
@@ -426,10 +429,17 @@ impl Platform {
 
     /// As [`Self::shutdown_keep_daemon`], and the extension's whole stderr.
     pub async fn shutdown_with_log(self) -> (Option<Value>, Daemon, Vec<String>) {
-        let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, telemetry_in_flight, .. } = self;
+        let Platform { sim, daemon, marker, mut extension, function, extension_alive, clock, telemetry_in_flight, freeze, .. } = self;
         // Let the last invocation's delayed telemetry (its report) reach the
-        // platform's buffer first: the simulator drops what is still held
-        // back when it shuts down, Lambda does not.
+        // extension first: the simulator drops what is still held back when
+        // it shuts down, Lambda does not. Thawed, so that it is delivered one
+        // batch after the other: the simulator's shutdown flush races its
+        // own delivery task, and one of the two requests can then be lost.
+        if freeze {
+            for pid in [Some(function.pid), extension.as_ref().map(|e| e.pid)].into_iter().flatten() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT);
+            }
+        }
         if !telemetry_in_flight.is_zero() {
             tokio::time::sleep(telemetry_in_flight * 2 + Duration::from_millis(50)).await;
         }
@@ -448,6 +458,9 @@ impl Platform {
             }
             None => None,
         };
+        // What the extension sent before it exited may still sit in the
+        // daemon's socket: let the daemon read it all before anyone looks.
+        assert!(daemon.sync(LONG).await, "the daemon stand-in reads its socket");
         let log = extension.map(|e| e.lines()).unwrap_or_default();
         drop(function);
         drop(clock);
