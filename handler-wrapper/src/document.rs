@@ -94,6 +94,33 @@ pub struct Document {
     pub subsegments: Vec<Document>,
 }
 
+/// A finished subtree as the library keeps it until it is sent: its root
+/// boxed and its finished children beside it rather than in
+/// `doc.subsegments`, so that ending a subsegment moves two pointers, not a
+/// whole `Document`, and a parent's children never reallocate as one block
+/// of documents.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The root. Its own `subsegments` (normally empty) come first.
+    pub(crate) doc: Box<Document>,
+    /// Finished children, after `doc.subsegments`.
+    pub(crate) children: Vec<Finished>,
+}
+
+impl Finished {
+    /// A document with no children kept beside it.
+    pub(crate) fn leaf(doc: Document) -> Self {
+        Finished { doc: Box::new(doc), children: Vec::new() }
+    }
+
+    /// The one document this stands for (children moved into `subsegments`).
+    pub(crate) fn into_document(self) -> Document {
+        let mut doc = *self.doc;
+        doc.subsegments.extend(self.children.into_iter().map(Finished::into_document));
+        doc
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -377,6 +404,9 @@ impl Annotations {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
             slot.1 = value;
         } else {
+            // Most subsegments have one or two: start with room for one (a
+            // small allocation) rather than Vec's four.
+            self.0.reserve_exact(1);
             self.0.push((key.to_owned(), value));
         }
     }
@@ -535,10 +565,31 @@ pub fn is_name_char(c: char) -> bool {
     c.is_alphanumeric() || c.is_whitespace() || matches!(c, '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@')
 }
 
+/// The ASCII bytes [`is_name_char`] allows (non-ASCII bytes are `false`).
+const ASCII_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+            || matches!(c, b'_' | b'.' | b':' | b'/' | b'%' | b'&' | b'#' | b'=' | b'+' | b'\\' | b'-' | b'@');
+        b += 1;
+    }
+    table
+};
+
 /// Makes `name` a valid entity name: disallowed characters are removed (as the
 /// Python SDK does), the result is capped at 200 characters, and an empty
 /// result becomes `"unnamed"`.
 pub fn sanitize_name(name: &str) -> String {
+    // The usual name: short ASCII, allowed as is, not blank.
+    if name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| ASCII_NAME_BYTES[b as usize])
+        && name.bytes().any(|b| !b.is_ascii_whitespace() && b != 0x0b)
+    {
+        return name.to_owned();
+    }
     let mut out: String = if name.chars().all(is_name_char) {
         truncate(name, MAX_NAME_LEN).to_owned()
     } else {
@@ -593,6 +644,10 @@ mod tests {
 
     #[test]
     fn names_are_sanitised_and_capped() {
+        for b in 0..=255u8 {
+            assert_eq!(ASCII_NAME_BYTES[b as usize], b.is_ascii() && is_name_char(b as char), "{b:#x}");
+        }
+        assert_eq!(sanitize_name(" \t\x0b\x0c\r\n"), "unnamed");
         assert_eq!(sanitize_name("## handler"), "## handler");
         assert_eq!(sanitize_name("get(item)!?;*$~^<>"), "getitem");
         assert_eq!(sanitize_name("Ünïcødé 名前 1.2"), "Ünïcødé 名前 1.2");

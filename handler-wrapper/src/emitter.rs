@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::document::Document;
+use crate::document::{Document, Finished};
 
 /// Largest datagram sent, header included. The daemon reads 64 KiB; like the
 /// Java SDK we stay a little under.
@@ -356,6 +356,11 @@ impl Emitter {
     /// Sends a document that stands on its own (`trace_id` set, and for
     /// subsegments `type` and `parent_id`), splitting it if it is too big.
     pub fn emit(&self, doc: Document) {
+        self.emit_tree(Finished::leaf(doc));
+    }
+
+    /// As [`Self::emit`], for a finished subtree as the invocation keeps it.
+    pub(crate) fn emit_tree(&self, doc: Finished) {
         thread_local! {
             // One encoding buffer per thread, kept between documents.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -368,7 +373,7 @@ impl Emitter {
             if let Ok(mut buf) = b.try_borrow_mut()
                 && let Some(doc) = doc.take()
             {
-                marked = self.emit_with(doc, &mut buf, mark.as_deref());
+                marked = self.emit_tree_with(doc, &mut buf, mark.as_deref());
                 // Don't keep a big buffer around after a big document.
                 if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
                     *buf = Vec::new();
@@ -377,11 +382,22 @@ impl Emitter {
         });
         // The thread is exiting, or this is a nested call: a buffer of its own.
         if let Some(doc) = doc {
-            marked = self.emit_with(doc, &mut Vec::with_capacity(1024), mark.as_deref());
+            marked = self.emit_tree_with(doc, &mut Vec::with_capacity(1024), mark.as_deref());
         }
         if !marked && mark.is_some() {
             let _ = ENDING.try_with(|c| c.set(mark));
         }
+    }
+
+    /// Sends `tree`: as it is when it fits one datagram, else split (see
+    /// [`Self::emit_with`]). Returns whether `mark` went out.
+    fn emit_tree_with(&self, tree: Finished, buf: &mut Vec<u8>, mark: Option<&str>) -> bool {
+        buf.clear();
+        buf.extend_from_slice(wire_header());
+        if crate::encode::write_tree(&tree, buf).is_ok() && buf.len() <= self.max_datagram {
+            return self.send_last(buf, mark);
+        }
+        self.emit_with(tree.into_document(), buf, mark)
     }
 
     /// Sends `doc`; the last datagram carries `mark` in its header when it

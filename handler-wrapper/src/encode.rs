@@ -11,11 +11,47 @@
 
 use serde::Serialize;
 
-use crate::document::{AnnotationValue, Document};
+use crate::document::{AnnotationValue, Document, Finished};
 use crate::id::EntityId;
 
 /// Appends `doc` to `buf` exactly as `serde_json::to_writer(buf, doc)` would.
 pub(crate) fn write_document(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    write_fields(doc, buf)?;
+    write_children(doc, &[], buf)
+}
+
+/// Appends `tree` as the one document it stands for: its root with the
+/// root's own `subsegments`, then the finished children, as
+/// `write_document(&tree.into_document())` would, without building it.
+pub(crate) fn write_tree(tree: &Finished, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    write_fields(&tree.doc, buf)?;
+    write_children(&tree.doc, &tree.children, buf)
+}
+
+/// `,"subsegments":[...]` when there are any, and the closing brace.
+fn write_children(doc: &Document, more: &[Finished], buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    if !doc.subsegments.is_empty() || !more.is_empty() {
+        buf.extend_from_slice(b",\"subsegments\":[");
+        for (i, child) in doc.subsegments.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            write_document(child, buf)?;
+        }
+        for (i, child) in more.iter().enumerate() {
+            if i > 0 || !doc.subsegments.is_empty() {
+                buf.push(b',');
+            }
+            write_tree(child, buf)?;
+        }
+        buf.push(b']');
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// Everything of `doc` before its `subsegments`, from the opening brace.
+fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     buf.extend_from_slice(b"{\"name\":");
     write_str(&doc.name, buf)?;
     buf.extend_from_slice(b",\"id\":");
@@ -97,17 +133,6 @@ pub(crate) fn write_document(doc: &Document, buf: &mut Vec<u8>) -> serde_json::R
     if let Some(service) = &doc.service {
         field(b"service", service, buf)?;
     }
-    if !doc.subsegments.is_empty() {
-        buf.extend_from_slice(b",\"subsegments\":[");
-        for (i, child) in doc.subsegments.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            write_document(child, buf)?;
-        }
-        buf.push(b']');
-    }
-    buf.push(b'}');
     Ok(())
 }
 
@@ -173,6 +198,26 @@ mod tests {
             doc.subsegments.push(child);
         }
         same(&doc);
+    }
+
+    #[test]
+    fn a_tree_is_written_as_the_document_it_stands_for() {
+        let leaf = |name: &str, id: u64| {
+            let mut d = Document::start(name, EntityId::from_u64(id), 1.5);
+            d.end_time = Some(2.25);
+            d
+        };
+        let mut root = leaf("root", 1);
+        root.subsegments.push(leaf("own child", 2));
+        let mut grandchild_parent = Finished::leaf(leaf("child", 3));
+        grandchild_parent.children.push(Finished::leaf(leaf("grandchild", 4)));
+        let tree = Finished { doc: Box::new(root), children: vec![grandchild_parent, Finished::leaf(leaf("child 2", 5))] };
+        for tree in [Finished::leaf(leaf("alone", 9)), tree] {
+            let mut fast = Vec::new();
+            assert!(write_tree(&tree, &mut fast).is_ok());
+            let serde = serde_json::to_vec(&tree.into_document()).unwrap_or_default();
+            assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&serde));
+        }
     }
 
     #[test]

@@ -42,14 +42,25 @@ impl EntityId {
 
     /// Writes the 16 hex digits into a stack buffer (no allocation).
     pub fn to_hex(self) -> [u8; 16] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 16];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0.to_be_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[byte as usize]);
         }
         out
     }
 }
+
+/// The two lowercase hex digits of each byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    table
+};
 
 impl fmt::Display for EntityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,15 +1,16 @@
 //! One traced invocation: the subsegments recorded under the segment Lambda owns.
 //!
 //! Open subsegments live in a slab behind one mutex. A subsegment that ends is
-//! moved into its parent's `subsegments` (so a finished subtree goes out as one
-//! document), or sent as its own document when its parent is the Lambda
-//! segment or has already ended. An open parent whose completed children pass
+//! kept with its parent's finished children (so a finished subtree goes out as
+//! one document), or sent as its own document when its parent is the Lambda
+//! segment or has already ended. Documents stay boxed from begin to send, so
+//! none is copied on the way. An open parent whose completed children pass
 //! a count or size threshold streams them out as their own documents.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::document::Document;
+use crate::document::{Document, Finished};
 use crate::emitter::Emitter;
 use crate::header::{SamplingDecision, TraceHeader};
 use crate::id::{EntityId, TraceId};
@@ -30,7 +31,9 @@ pub(crate) struct NodeRef {
 }
 
 struct OpenNode {
-    doc: Document,
+    doc: Box<Document>,
+    /// Finished children, in the order they ended.
+    children: Vec<Finished>,
     /// `None`: child of the Lambda segment.
     parent: Option<(NodeRef, EntityId)>,
     completed_children: usize,
@@ -140,10 +143,10 @@ impl Invocation {
     /// Opens a subsegment under `parent` (the Lambda segment when `None`).
     pub(crate) fn begin(&self, parent: Option<NodeRef>, name: &str) -> (NodeRef, EntityId) {
         let id = EntityId::random();
-        let doc = Document::start(name, id, now_seconds());
+        let doc = Box::new(Document::start(name, id, now_seconds()));
         let mut tree = self.tree();
         let parent = parent.and_then(|p| tree.get_mut(p).map(|n| (p, n.doc.id)));
-        let r = tree.insert(OpenNode { doc, parent, completed_children: 0, completed_bytes: 0 });
+        let r = tree.insert(OpenNode { doc, children: Vec::new(), parent, completed_children: 0, completed_bytes: 0 });
         (r, id)
     }
 
@@ -155,7 +158,7 @@ impl Invocation {
     /// Ends a subsegment: hands it to its parent, or sends it.
     pub(crate) fn end(&self, r: NodeRef) {
         let end_time = now_seconds();
-        let mut outgoing: Vec<Document> = Vec::new();
+        let mut outgoing: Vec<Finished> = Vec::new();
         {
             let mut tree = self.tree();
             let Some(mut node) = tree.remove(r) else { return };
@@ -164,7 +167,7 @@ impl Invocation {
             let limits = self.limits;
             match node.parent.and_then(|(p, pid)| tree.get_mut(p).map(|n| (n, pid))) {
                 Some((parent, _)) => {
-                    parent.doc.subsegments.push(node.doc);
+                    parent.children.push(Finished { doc: node.doc, children: node.children });
                     parent.completed_children += 1;
                     parent.completed_bytes += bytes;
                     if parent.completed_children > limits.max_children || parent.completed_bytes > limits.max_bytes {
@@ -174,23 +177,23 @@ impl Invocation {
                 None => {
                     let pid = node.parent.map(|(_, id)| id).unwrap_or(self.segment_id);
                     self.make_standalone(&mut node.doc, pid);
-                    outgoing.push(node.doc);
+                    outgoing.push(Finished { doc: node.doc, children: node.children });
                 }
             }
         }
         // Serialise and send outside the lock.
-        for doc in outgoing {
-            self.emitter.emit(doc);
+        for tree in outgoing {
+            self.emitter.emit_tree(tree);
         }
     }
 
     /// Moves `node`'s completed children to `out`, as documents of their own.
-    fn stream_completed(&self, node: &mut OpenNode, out: &mut Vec<Document>) {
+    fn stream_completed(&self, node: &mut OpenNode, out: &mut Vec<Finished>) {
         let pid = node.doc.id;
         node.completed_children = 0;
         node.completed_bytes = 0;
-        for mut child in node.doc.subsegments.drain(..) {
-            self.make_standalone(&mut child, pid);
+        for mut child in node.children.drain(..) {
+            self.make_standalone(&mut child.doc, pid);
             out.push(child);
         }
     }
@@ -206,21 +209,21 @@ impl Invocation {
     /// shortly before the deadline, so a function that times out still shows
     /// its work. Open subsegments stay open and are sent again when they end.
     pub(crate) fn flush_in_progress(&self) {
-        let mut outgoing: Vec<Document> = Vec::new();
+        let mut outgoing: Vec<Finished> = Vec::new();
         {
             let mut tree = self.tree();
             let segment_id = self.segment_id;
             for slot in tree.slots.iter_mut() {
                 let Some(node) = slot.node.as_mut() else { continue };
                 self.stream_completed(node, &mut outgoing);
-                let mut snapshot = node.doc.clone();
+                let mut snapshot = Box::new((*node.doc).clone());
                 snapshot.in_progress = true;
                 self.make_standalone(&mut snapshot, node.parent.map(|(_, id)| id).unwrap_or(segment_id));
-                outgoing.push(snapshot);
+                outgoing.push(Finished { doc: snapshot, children: Vec::new() });
             }
         }
-        for doc in outgoing {
-            self.emitter.emit(doc);
+        for tree in outgoing {
+            self.emitter.emit_tree(tree);
         }
     }
 
