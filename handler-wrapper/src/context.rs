@@ -222,6 +222,14 @@ impl TraceContext {
             inv.disarm_deadline();
         }
     }
+
+    /// The handler panicked: marks what it left open `fault` (see
+    /// `Invocation::fault_open`).
+    pub(crate) fn fault_open(&self) {
+        if let Current::Sampled { inv, .. } = &self.0 {
+            inv.fault_open(&crate::error::cause_from_message("panic", "the handler panicked while this subsegment was open", None));
+        }
+    }
 }
 
 /// Restores the previous context when dropped. Not `Send`: it belongs to the

@@ -263,6 +263,24 @@ pub struct CauseDetails {
     pub exceptions: Vec<Exception>,
 }
 
+impl CauseDetails {
+    /// Rough serialised size: what the exceptions carry, plus framing.
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        let paths: usize = self.paths.iter().map(|p| p.len() + 3).sum();
+        let exceptions: usize = self
+            .exceptions
+            .iter()
+            .map(|e| {
+                let text = e.message.as_ref().map_or(0, String::len) + e.kind.as_ref().map_or(0, String::len);
+                let stack: usize =
+                    e.stack.iter().map(|f| 40 + f.path.as_ref().map_or(0, String::len) + f.label.as_ref().map_or(0, String::len)).sum();
+                100 + text + stack
+            })
+            .sum();
+        40 + self.working_directory.as_ref().map_or(0, String::len) + paths + exceptions
+    }
+}
+
 /// One exception of a `cause`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Exception {
@@ -399,6 +417,16 @@ impl Annotations {
         Ok(())
     }
 
+    /// [`Annotations::insert_valid`] with the key already owned.
+    pub(crate) fn insert_owned(&mut self, key: String, value: AnnotationValue) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else {
+            self.0.reserve_exact(1);
+            self.0.push((key, value));
+        }
+    }
+
     /// [`Annotations::insert`] for a key the caller has already validated.
     pub(crate) fn insert_valid(&mut self, key: &str, value: AnnotationValue) {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
@@ -485,6 +513,23 @@ impl Metadata {
         validate_metadata_namespace(namespace)?;
         self.insert_valid(namespace, key, value);
         Ok(())
+    }
+
+    /// [`Metadata::insert_valid`] with namespace and key already owned.
+    pub(crate) fn insert_owned(&mut self, namespace: String, key: String, value: Box<RawValue>) {
+        let idx = match self.0.iter().position(|(ns, _)| *ns == namespace) {
+            Some(i) => i,
+            None => {
+                self.0.push((namespace, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        let entries = &mut self.0[idx].1;
+        if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = value;
+        } else {
+            entries.push((key, value));
+        }
     }
 
     /// [`Metadata::insert`] for a namespace the caller has already validated.

@@ -51,6 +51,9 @@ impl std::error::Error for TraceError {}
 
 /// At most this many errors of a chain are recorded; the rest are counted in `skipped`.
 const MAX_CHAIN: usize = 10;
+/// Errors of a `source()` chain looked at, at most: past it the chain is
+/// taken to be cyclic and `skipped` counts up to here.
+const MAX_WALK: usize = 1024;
 
 /// Builds `cause` details from an error and its `source()` chain: one exception
 /// per error, outermost first, each linked to the next by `cause`.
@@ -62,7 +65,13 @@ pub(crate) fn cause_from_error(
     let mut exceptions: Vec<Exception> = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut skipped = 0u32;
+    // A `source()` chain can be cyclic (or absurdly long): walk a bounded part.
+    let mut walked = 0usize;
     while let Some(e) = current {
+        walked += 1;
+        if walked > MAX_WALK {
+            break;
+        }
         if exceptions.len() == MAX_CHAIN {
             skipped += 1;
         } else {

@@ -30,8 +30,17 @@ pub(crate) struct NodeRef {
     generation: u32,
 }
 
+/// A change to a document queued while the document is checked out.
+type Edit = Box<dyn FnOnce(&mut Document) + Send>;
+
 struct OpenNode {
-    doc: Box<Document>,
+    /// `None` while checked out by [`Invocation::update`]: user code is
+    /// editing it outside the lock.
+    doc: Option<Box<Document>>,
+    id: EntityId,
+    /// Library edits made while the document was checked out, applied (in
+    /// order) when it comes back.
+    queued: Vec<Edit>,
     /// Finished children, in the order they ended.
     children: Vec<Finished>,
     /// `None`: child of the Lambda segment.
@@ -94,8 +103,13 @@ fn estimate_bytes(doc: &Document) -> usize {
                 }
         })
         .sum();
-    let extras = if doc.cause.is_some() || doc.http.is_some() || doc.aws.is_some() { 400 } else { 0 };
-    120 + doc.name.len() + annotations + doc.metadata.value_bytes() + extras
+    let extras = if doc.http.is_some() || doc.aws.is_some() { 400 } else { 0 };
+    let cause = match &doc.cause {
+        Some(crate::document::Cause::Details(details)) => details.estimated_bytes(),
+        Some(crate::document::Cause::ExceptionId(_)) => 40,
+        None => 0,
+    };
+    120 + doc.name.len() + annotations + doc.metadata.value_bytes() + extras + cause
 }
 
 /// Stream thresholds for open subsegments.
@@ -145,14 +159,92 @@ impl Invocation {
         let id = EntityId::random();
         let doc = Box::new(Document::start(name, id, now_seconds()));
         let mut tree = self.tree();
-        let parent = parent.and_then(|p| tree.get_mut(p).map(|n| (p, n.doc.id)));
-        let r = tree.insert(OpenNode { doc, children: Vec::new(), parent, completed_children: 0, completed_bytes: 0 });
+        let parent = parent.and_then(|p| tree.get_mut(p).map(|n| (p, n.id)));
+        let r = tree.insert(OpenNode {
+            doc: Some(doc),
+            id,
+            queued: Vec::new(),
+            children: Vec::new(),
+            parent,
+            completed_children: 0,
+            completed_bytes: 0,
+        });
         (r, id)
     }
 
-    /// Runs `f` on an open subsegment. Returns `None` if it has ended.
-    pub(crate) fn with_doc<T>(&self, r: NodeRef, f: impl FnOnce(&mut Document) -> T) -> Option<T> {
-        self.tree().get_mut(r).map(|n| f(&mut n.doc))
+    /// Applies a library edit to an open subsegment (nothing if it has
+    /// ended). `f` runs under the lock, so it must not run user code (no
+    /// `Display`, `Debug` or `Serialize` of user values: do those first). If
+    /// user code has the document checked out ([`Self::update`]), `f` is
+    /// queued and applied when it comes back.
+    pub(crate) fn edit(&self, r: NodeRef, f: impl FnOnce(&mut Document) + Send + 'static) {
+        let mut tree = self.tree();
+        let Some(node) = tree.get_mut(r) else { return };
+        match node.doc.as_deref_mut() {
+            Some(doc) => f(doc),
+            None => node.queued.push(Box::new(f)),
+        }
+    }
+
+    /// Runs user code `f` on an open subsegment's document, outside the lock:
+    /// the document is checked out meanwhile, so `f` may call the library
+    /// (annotations, subsegments, logging through the `tracing` bridge)
+    /// without deadlocking; edits of this subsegment made meanwhile are
+    /// applied after `f`. Returns `false` without running `f` if the
+    /// subsegment has ended or is already checked out (an `update` inside its
+    /// own `update`).
+    pub(crate) fn update(&self, r: NodeRef, f: impl FnOnce(&mut Document)) -> bool {
+        let Some(doc) = self.tree().get_mut(r).and_then(|n| n.doc.take()) else { return false };
+        /// Puts the document back, also if `f` panics.
+        struct CheckIn<'a> {
+            inv: &'a Invocation,
+            r: NodeRef,
+            doc: Option<Box<Document>>,
+        }
+        impl Drop for CheckIn<'_> {
+            fn drop(&mut self) {
+                let Some(mut doc) = self.doc.take() else { return };
+                let mut tree = self.inv.tree();
+                if let Some(node) = tree.get_mut(self.r) {
+                    for edit in node.queued.drain(..) {
+                        edit(&mut doc);
+                    }
+                    node.doc = Some(doc);
+                }
+            }
+        }
+        let mut checked_out = CheckIn { inv: self, r, doc: Some(doc) };
+        if let Some(doc) = checked_out.doc.as_deref_mut() {
+            f(doc);
+        }
+        true
+    }
+
+    /// Marks every subsegment still open `fault`, with `cause` unless it has
+    /// one (the handler panicked: what it left open will end later, when the
+    /// panic is no longer visible).
+    pub(crate) fn fault_open(&self, cause: &crate::document::CauseDetails) {
+        let mut tree = self.tree();
+        for node in tree.slots.iter_mut().filter_map(|s| s.node.as_mut()) {
+            let mark = |d: &mut Document| {
+                d.fault = true;
+                if d.cause.is_none() {
+                    d.cause = Some(crate::document::Cause::Details(cause.clone()));
+                }
+            };
+            match node.doc.as_deref_mut() {
+                Some(doc) => mark(doc),
+                None => {
+                    let cause = cause.clone();
+                    node.queued.push(Box::new(move |d: &mut Document| {
+                        d.fault = true;
+                        if d.cause.is_none() {
+                            d.cause = Some(crate::document::Cause::Details(cause));
+                        }
+                    }));
+                }
+            }
+        }
     }
 
     /// Ends a subsegment: hands it to its parent, or sends it.
@@ -162,12 +254,19 @@ impl Invocation {
         {
             let mut tree = self.tree();
             let Some(mut node) = tree.remove(r) else { return };
-            node.doc.end_time = Some(end_time);
-            let bytes = estimate_bytes(&node.doc) + node.completed_bytes;
+            // Checked out: only while its own `update` runs, which borrows the
+            // handle that ends it, so this cannot happen; if it did, the
+            // document is with that code and is not sent.
+            let Some(mut doc) = node.doc.take() else { return };
+            for edit in node.queued.drain(..) {
+                edit(&mut doc);
+            }
+            doc.end_time = Some(end_time);
+            let bytes = estimate_bytes(&doc) + node.completed_bytes;
             let limits = self.limits;
             match node.parent.and_then(|(p, pid)| tree.get_mut(p).map(|n| (n, pid))) {
                 Some((parent, _)) => {
-                    parent.children.push(Finished { doc: node.doc, children: node.children });
+                    parent.children.push(Finished { doc, children: node.children });
                     parent.completed_children += 1;
                     parent.completed_bytes += bytes;
                     if parent.completed_children > limits.max_children || parent.completed_bytes > limits.max_bytes {
@@ -176,8 +275,8 @@ impl Invocation {
                 }
                 None => {
                     let pid = node.parent.map(|(_, id)| id).unwrap_or(self.segment_id);
-                    self.make_standalone(&mut node.doc, pid);
-                    outgoing.push(Finished { doc: node.doc, children: node.children });
+                    self.make_standalone(&mut doc, pid);
+                    outgoing.push(Finished { doc, children: node.children });
                 }
             }
         }
@@ -189,7 +288,7 @@ impl Invocation {
 
     /// Moves `node`'s completed children to `out`, as documents of their own.
     fn stream_completed(&self, node: &mut OpenNode, out: &mut Vec<Finished>) {
-        let pid = node.doc.id;
+        let pid = node.id;
         node.completed_children = 0;
         node.completed_bytes = 0;
         for mut child in node.children.drain(..) {
@@ -216,7 +315,9 @@ impl Invocation {
             for slot in tree.slots.iter_mut() {
                 let Some(node) = slot.node.as_mut() else { continue };
                 self.stream_completed(node, &mut outgoing);
-                let mut snapshot = Box::new((*node.doc).clone());
+                // Checked out by user code right now: sent when it ends.
+                let Some(doc) = node.doc.as_deref() else { continue };
+                let mut snapshot = Box::new(doc.clone());
                 snapshot.in_progress = true;
                 self.make_standalone(&mut snapshot, node.parent.map(|(_, id)| id).unwrap_or(segment_id));
                 outgoing.push(Finished { doc: snapshot, children: Vec::new() });

@@ -265,6 +265,9 @@ where
             }
             Err(payload) => {
                 this.invocation.finish();
+                // Subsegments the handler's future still holds end when it is
+                // dropped, after the panic was caught: mark them now.
+                this.invocation.fault_open();
                 let sub = this.sub.take();
                 end_invocation(this.done, || {
                     if let Some(sub) = sub {

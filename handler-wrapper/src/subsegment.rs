@@ -72,14 +72,14 @@ pub(crate) fn begin_child(ctx: &mut Current, name: &str) -> Option<Subsegment> {
 
 /// Runs `f` on the document of the current subsegment, if it is recorded.
 #[cfg(feature = "tracing-bridge")]
-pub(crate) fn with_current_doc(f: impl FnOnce(&mut Document)) {
+pub(crate) fn with_current_doc(f: impl FnOnce(&mut Document) + Send + 'static) {
     let target = with_current(|c| match c {
         Current::Sampled { inv, node: Some((r, _)) } => Some((inv.clone(), *r)),
         _ => None,
     })
     .flatten();
     if let Some((inv, r)) = target {
-        inv.with_doc(r, f);
+        inv.edit(r, f);
     }
 }
 
@@ -140,10 +140,10 @@ impl Subsegment {
         matches!(self.inner, Inner::Sampled { .. })
     }
 
-    fn with_doc<T>(&self, f: impl FnOnce(&mut Document) -> T) -> Option<T> {
-        match &self.inner {
-            Inner::Sampled { inv, node, .. } => inv.with_doc(*node, f),
-            _ => None,
+    /// A library edit (no user code in `f`; see `Invocation::edit`).
+    fn edit(&self, f: impl FnOnce(&mut Document) + Send + 'static) {
+        if let Inner::Sampled { inv, node, .. } = &self.inner {
+            inv.edit(*node, f);
         }
     }
 
@@ -152,7 +152,10 @@ impl Subsegment {
     /// strings (capped at 1000 chars), numbers or booleans.
     pub fn put_annotation(&self, key: &str, value: impl Into<AnnotationValue>) -> Result<(), TraceError> {
         validate_annotation_key(key)?;
-        self.with_doc(|d| d.annotations.insert_valid(key, value.into()));
+        if self.is_sampled() {
+            let (key, value) = (key.to_owned(), value.into());
+            self.edit(move |d| d.annotations.insert_owned(key, value));
+        }
         Ok(())
     }
 
@@ -169,7 +172,8 @@ impl Subsegment {
             return Ok(());
         }
         let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-        self.with_doc(|d| d.metadata.insert_valid(namespace, key, raw));
+        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        self.edit(move |d| d.metadata.insert_owned(namespace, key, raw));
         Ok(())
     }
 
@@ -182,7 +186,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(Location::caller()));
-        self.with_doc(|d| {
+        self.edit(move |d| {
             d.fault = true;
             d.cause = Some(Cause::Details(cause));
         });
@@ -195,7 +199,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_error(err, None, Some(Location::caller()));
-        self.with_doc(|d| {
+        self.edit(move |d| {
             d.fault = true;
             d.cause = Some(Cause::Details(cause));
         });
@@ -207,7 +211,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_message(kind, message, None);
-        self.with_doc(|d| {
+        self.edit(move |d| {
             d.fault = true;
             d.cause = Some(Cause::Details(cause));
         });
@@ -216,12 +220,12 @@ impl Subsegment {
     /// Sets `http.response.status` and the matching flag: 429 → throttle +
     /// error, 4xx → error, 5xx → fault.
     pub fn set_http_status(&self, status: u16) {
-        self.with_doc(|d| d.apply_http_status(status));
+        self.edit(move |d| d.apply_http_status(status));
     }
 
     /// Sets the error, throttle and fault flags directly.
     pub fn set_error_flags(&self, error: bool, throttle: bool, fault: bool) {
-        self.with_doc(|d| {
+        self.edit(move |d| {
             d.error = error;
             d.throttle = throttle;
             d.fault = fault;
@@ -230,8 +234,17 @@ impl Subsegment {
 
     /// Edits the underlying document (namespace, http, aws...). Does nothing
     /// when not sampled. For integrations; prefer the typed methods.
-    pub fn update(&self, f: impl FnOnce(&mut Document)) {
-        self.with_doc(f);
+    ///
+    /// `f` runs without any lock held, so it may call the library: edits of
+    /// this subsegment made inside it (`put_annotation`, `record_error`...)
+    /// are applied right after `f` returns, and subsegments begun inside it
+    /// are its children. Only an `update` of this same subsegment inside `f`
+    /// does nothing (and returns `false`). Returns whether `f` ran.
+    pub fn update(&self, f: impl FnOnce(&mut Document)) -> bool {
+        match &self.inner {
+            Inner::Sampled { inv, node, .. } => inv.update(*node, f),
+            _ => false,
+        }
     }
 
     /// The header to send downstream from this subsegment.
@@ -259,7 +272,7 @@ impl Subsegment {
             }
             Inner::Sampled { inv, node, prev, .. } => {
                 if std::thread::panicking() {
-                    inv.with_doc(node, |d| {
+                    inv.edit(node, |d| {
                         d.fault = true;
                         if d.cause.is_none() {
                             d.cause = Some(Cause::Details(cause_from_message("panic", "panicked while this subsegment was open", None)));
@@ -368,7 +381,8 @@ pub fn put_annotation(key: &str, value: impl Into<AnnotationValue>) -> Result<()
     validate_annotation_key(key)?;
     match current_target("put_annotation")? {
         Target::Node(inv, r) => {
-            inv.with_doc(r, |d| d.annotations.insert_valid(key, value.into()));
+            let (key, value) = (key.to_owned(), value.into());
+            inv.edit(r, move |d| d.annotations.insert_owned(key, value));
             Ok(())
         }
         Target::Noop => Ok(()),
@@ -386,7 +400,8 @@ pub fn put_metadata_in<T: Serialize + ?Sized>(namespace: &str, key: &str, value:
     match current_target("put_metadata")? {
         Target::Node(inv, r) => {
             let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-            inv.with_doc(r, |d| d.metadata.insert_valid(namespace, key, raw));
+            let (namespace, key) = (namespace.to_owned(), key.to_owned());
+            inv.edit(r, move |d| d.metadata.insert_owned(namespace, key, raw));
             Ok(())
         }
         Target::Noop => Ok(()),
@@ -399,7 +414,7 @@ pub fn record_error<E: std::error::Error + 'static>(err: &E) -> Result<(), Trace
     let at = Location::caller();
     if let Target::Node(inv, r) = current_target("record_error")? {
         let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(at));
-        inv.with_doc(r, |d| {
+        inv.edit(r, move |d| {
             d.fault = true;
             d.cause = Some(Cause::Details(cause));
         });
@@ -410,7 +425,7 @@ pub fn record_error<E: std::error::Error + 'static>(err: &E) -> Result<(), Trace
 /// Sets the HTTP status (and flag) of the current subsegment.
 pub fn set_http_status(status: u16) -> Result<(), TraceError> {
     if let Target::Node(inv, r) = current_target("set_http_status")? {
-        inv.with_doc(r, |d| d.apply_http_status(status));
+        inv.edit(r, move |d| d.apply_http_status(status));
     }
     Ok(())
 }

@@ -135,6 +135,31 @@ impl FieldWriter<'_> {
             self.0.metadata.insert_valid("tracing", field.name(), raw);
         }
     }
+    /// A formatted value as metadata, cut to [`MAX_FIELD_BYTES`].
+    fn text(&mut self, field: &Field, mut text: String) {
+        cap_text(&mut text);
+        self.metadata(field, &text);
+    }
+}
+
+/// Longest formatted field value (`Debug`, `Display` of an error) a span
+/// records; longer ones are cut and end with `…`.
+pub const MAX_FIELD_BYTES: usize = 4096;
+/// Most exceptions one subsegment's `cause` collects from ERROR events;
+/// later events still mark it `fault` and are counted in the last
+/// exception's `skipped`.
+pub const MAX_EVENT_EXCEPTIONS: usize = 32;
+
+/// Cuts `text` to [`MAX_FIELD_BYTES`] on a char boundary, marking the cut.
+fn cap_text(text: &mut String) {
+    if text.len() > MAX_FIELD_BYTES {
+        let mut end = MAX_FIELD_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
 }
 
 impl Visit for FieldWriter<'_> {
@@ -154,10 +179,10 @@ impl Visit for FieldWriter<'_> {
         self.annotate(field, value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.metadata(field, &value.to_string());
+        self.text(field, value.to_string());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.metadata(field, &format!("{value:?}"));
+        self.text(field, format!("{value:?}"));
     }
 }
 
@@ -174,20 +199,26 @@ impl Visit for EventReader {
         if self.cause.is_none() {
             self.cause = Some(cause_from_error(value, None, None));
         }
-        self.fields.push(format!("{}={value}", field.name()));
+        let mut text = format!("{}={value}", field.name());
+        cap_text(&mut text);
+        self.fields.push(text);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        let mut text = if field.name() == "message" { format!("{value:?}") } else { format!("{}={value:?}", field.name()) };
+        cap_text(&mut text);
         if field.name() == "message" {
-            self.message = format!("{value:?}");
+            self.message = text;
         } else {
-            self.fields.push(format!("{}={value:?}", field.name()));
+            self.fields.push(text);
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        let mut text = if field.name() == "message" { value.to_owned() } else { format!("{}={value}", field.name()) };
+        cap_text(&mut text);
         if field.name() == "message" {
-            self.message = value.to_owned();
+            self.message = text;
         } else {
-            self.fields.push(format!("{}={value}", field.name()));
+            self.fields.push(text);
         }
     }
 }
@@ -247,10 +278,17 @@ where
         if let Some(first) = cause.exceptions.first_mut().filter(|e| e.kind.is_none()) {
             first.kind = Some(target.to_owned());
         }
-        with_current_doc(|doc| {
+        with_current_doc(move |doc| {
             doc.fault = true;
             match &mut doc.cause {
-                Some(Cause::Details(existing)) => existing.exceptions.extend(cause.exceptions),
+                Some(Cause::Details(existing)) => {
+                    let room = MAX_EVENT_EXCEPTIONS.saturating_sub(existing.exceptions.len());
+                    let extra = cause.exceptions.len().saturating_sub(room) as u32;
+                    existing.exceptions.extend(cause.exceptions.into_iter().take(room));
+                    if let Some(last) = existing.exceptions.last_mut().filter(|_| extra > 0) {
+                        last.skipped = Some(last.skipped.unwrap_or(0).saturating_add(extra));
+                    }
+                }
                 _ => doc.cause = Some(Cause::Details(cause)),
             }
         });

@@ -96,3 +96,52 @@ async fn target_and_level_choices() {
     assert_eq!(names, vec!["kept"]);
     assert!(docs[0]["subsegments"][0].get("subsegments").is_none());
 }
+
+/// A field value whose `Debug` calls the library and logs (which tracing-core
+/// may drop inside a subscriber callback) while the bridge formats it.
+struct Loud(usize);
+
+impl std::fmt::Debug for Loud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let _ = lambda_xray::put_annotation("formatted", true);
+        tracing::error!("formatting a loud value");
+        f.write_str(&"x".repeat(self.0))
+    }
+}
+
+#[test]
+fn a_field_whose_debug_logs_does_not_deadlock_and_values_are_capped() {
+    let cap = MemoryTransport::default();
+    let ctx = invocation(&cap, true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(SubsegmentLayer::new()));
+        let _entered = ctx.enter();
+        let root = lambda_xray::begin_subsegment("## handler");
+        {
+            let span = tracing::info_span!("loud", value = ?Loud(100_000), later = tracing::field::Empty);
+            span.record("later", tracing::field::debug(Loud(10)));
+            let _in = span.enter();
+            for i in 0..100 {
+                tracing::error!(attempt = i, "failed again");
+            }
+        }
+        drop(root);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("deadlock: not done after 10 s");
+    let docs = cap.documents();
+    let handler = &docs[0];
+    // The annotation made while formatting went to the subsegment current then.
+    assert_eq!(handler["annotations"]["formatted"], true);
+    let loud = &handler["subsegments"][0];
+    assert_eq!(loud["name"], "loud");
+    let value = loud["metadata"]["tracing"]["value"].as_str().unwrap_or_default();
+    assert_eq!(value.len(), lambda_xray::tracing_bridge::MAX_FIELD_BYTES, "capped");
+    assert!(value.ends_with('…'));
+    assert_eq!(loud["metadata"]["tracing"]["later"], "xxxxxxxxxx");
+    // 100 ERROR events: the first 32 kept, the rest counted.
+    let exceptions = loud["cause"]["exceptions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(exceptions.len(), lambda_xray::tracing_bridge::MAX_EVENT_EXCEPTIONS);
+    assert_eq!(exceptions[31]["skipped"], 68);
+}
