@@ -16,8 +16,10 @@ pub enum ContextMissing {
 }
 
 /// Library settings. [`Config::from_env`] reads them; the handler layer and
-/// [`crate::Emitter`] use them.
+/// [`crate::Emitter`] use them. Start from [`Config::default`] or
+/// [`Config::from_env`] and set fields: more may be added.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// `AWS_XRAY_SDK_ENABLED` (default true) and not `POWERTOOLS_TRACE_DISABLED`.
     pub enabled: bool,

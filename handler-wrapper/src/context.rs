@@ -152,7 +152,7 @@ impl TraceContext {
         let ctx = match (header.root().cloned(), header.parent(), header.sampled()) {
             (Some(root), Some(parent), SamplingDecision::Sampled) => {
                 let limits = StreamLimits { max_children: config.stream_max_children, max_bytes: config.stream_max_bytes };
-                let inv = Invocation::new(header, root, parent, emitter, limits);
+                let inv = Invocation::new(header, root, parent, emitter, limits, config.noop_ids);
                 if let Some(deadline) = deadline {
                     inv.arm_deadline(deadline, config.deadline_margin);
                 }
@@ -180,8 +180,7 @@ impl TraceContext {
             Current::Sampled { inv, node } => {
                 let id = node.map(|(_, id)| id).unwrap_or(inv.segment_id);
                 let header = inv.downstream_header(Some(id));
-                let noop_ids = config::global().noop_ids;
-                TraceContext(Current::Unsampled { inv: Arc::new(Unsampled { header, noop_ids }), id })
+                TraceContext(Current::Unsampled { inv: Arc::new(Unsampled { header, noop_ids: inv.noop_ids }), id })
             }
             other => TraceContext(other.clone()),
         }

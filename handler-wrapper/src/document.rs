@@ -131,6 +131,22 @@ impl Document {
         Document { name: sanitize_name(name), id, start_time, ..Default::default() }
     }
 
+    /// Marks the entity `fault` with `cause` (replacing any cause): the one
+    /// place a failure is recorded.
+    pub(crate) fn fail(&mut self, cause: CauseDetails) {
+        self.fault = true;
+        self.cause = Some(Cause::Details(cause));
+    }
+
+    /// Marks the entity `fault`, with `cause()` unless it has a cause already
+    /// (a more precise one recorded earlier wins).
+    pub(crate) fn fail_unless_caused(&mut self, cause: impl FnOnce() -> CauseDetails) {
+        self.fault = true;
+        if self.cause.is_none() {
+            self.cause = Some(Cause::Details(cause()));
+        }
+    }
+
     /// Sets error/throttle/fault and `http.response.status` from an HTTP status:
     /// 429 → throttle + error, other 4xx → error, 5xx → fault.
     pub fn apply_http_status(&mut self, status: u16) {

@@ -127,6 +127,8 @@ pub(crate) struct Invocation {
     pub(crate) header: TraceHeader,
     emitter: Arc<Emitter>,
     limits: StreamLimits,
+    /// The invocation's `AWS_XRAY_NOOP_ID` (for its unsampled branches).
+    pub(crate) noop_ids: bool,
     tree: Mutex<Tree>,
     /// The armed deadline flush, if any.
     deadline: Mutex<Option<crate::deadline::Key>>,
@@ -139,8 +141,9 @@ impl Invocation {
         segment_id: EntityId,
         emitter: Arc<Emitter>,
         limits: StreamLimits,
+        noop_ids: bool,
     ) -> Arc<Self> {
-        Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, tree: Mutex::default(), deadline: Mutex::new(None) })
+        Arc::new(Invocation { trace_id, segment_id, header, emitter, limits, noop_ids, tree: Mutex::default(), deadline: Mutex::new(None) })
     }
 
     fn tree(&self) -> MutexGuard<'_, Tree> {
@@ -226,22 +229,11 @@ impl Invocation {
     pub(crate) fn fault_open(&self, cause: &crate::document::CauseDetails) {
         let mut tree = self.tree();
         for node in tree.slots.iter_mut().filter_map(|s| s.node.as_mut()) {
-            let mark = |d: &mut Document| {
-                d.fault = true;
-                if d.cause.is_none() {
-                    d.cause = Some(crate::document::Cause::Details(cause.clone()));
-                }
-            };
             match node.doc.as_deref_mut() {
-                Some(doc) => mark(doc),
+                Some(doc) => doc.fail_unless_caused(|| cause.clone()),
                 None => {
                     let cause = cause.clone();
-                    node.queued.push(Box::new(move |d: &mut Document| {
-                        d.fault = true;
-                        if d.cause.is_none() {
-                            d.cause = Some(crate::document::Cause::Details(cause));
-                        }
-                    }));
+                    node.queued.push(Box::new(move |d: &mut Document| d.fail_unless_caused(|| cause)));
                 }
             }
         }
@@ -369,6 +361,7 @@ mod tests {
             header.parent().expect("parent"),
             Arc::new(Emitter::new(cap.clone())),
             limits,
+            true,
         );
         (inv, cap)
     }

@@ -36,6 +36,21 @@ struct Settings {
     emitter: Option<Arc<Emitter>>,
 }
 
+impl Settings {
+    fn from_config(c: &Config, config: Option<Config>, emitter: Option<Arc<Emitter>>) -> Self {
+        Settings {
+            subsegment_name: format!("## {}", c.handler_name),
+            response_key: format!("{} response", c.handler_name),
+            error_key: format!("{} error", c.handler_name),
+            service: c.service_name.clone(),
+            capture_response: c.capture_response,
+            capture_error: c.capture_error,
+            config,
+            emitter,
+        }
+    }
+}
+
 /// A [`tower::Layer`] that traces every invocation of the wrapped handler.
 ///
 /// Per invocation it reads the trace header (from `Context::xray_trace_id`,
@@ -57,21 +72,33 @@ impl Default for XRayLayer {
 }
 
 impl XRayLayer {
-    /// A layer configured from the environment (see the README).
+    /// A layer configured from the environment (see the README), sending
+    /// through the process-wide emitter.
     pub fn new() -> Self {
-        let c = config::global();
-        XRayLayer {
-            settings: Arc::new(Settings {
-                subsegment_name: format!("## {}", c.handler_name),
-                response_key: format!("{} response", c.handler_name),
-                error_key: format!("{} error", c.handler_name),
-                service: c.service_name.clone(),
-                capture_response: c.capture_response,
-                capture_error: c.capture_error,
-                config: None,
-                emitter: None,
-            }),
-        }
+        XRayLayer { settings: Arc::new(Settings::from_config(config::global(), None, None)) }
+    }
+
+    /// A layer that uses `config` for everything: the handler subsegment's
+    /// name, the `Service` annotation, what is captured, and for each
+    /// invocation sampling, ids, stream limits and the deadline margin; it
+    /// sends through an emitter of its own made from `config` (its daemon
+    /// and extension addresses). The environment is not read.
+    ///
+    /// ```no_run
+    /// # use lambda_runtime::{service_fn, Error, LambdaEvent};
+    /// # use tower::Layer;
+    /// # async fn handler(e: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> { Ok(e.payload) }
+    /// # async fn main_() -> Result<(), Error> {
+    /// let mut config = lambda_xray::Config::default();
+    /// config.handler_name = "orders".into();
+    /// config.capture_response = false;
+    /// let traced = lambda_xray::XRayLayer::from_config(config).layer(service_fn(handler));
+    /// lambda_runtime::run(traced).await
+    /// # }
+    /// ```
+    pub fn from_config(config: Config) -> Self {
+        let emitter = Arc::new(Emitter::from_config(&config));
+        XRayLayer { settings: Arc::new(Settings::from_config(&config, Some(config.clone()), Some(emitter))) }
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
@@ -103,8 +130,11 @@ impl XRayLayer {
         self.edit(|s| s.capture_error = on)
     }
 
-    /// Uses these settings and this emitter instead of the process-wide ones
-    /// (tests, or sending somewhere else).
+    /// Uses `config` for each invocation (sampling, ids, stream limits,
+    /// deadline margin) and sends through `emitter`, instead of the
+    /// process-wide ones (tests, or sending somewhere else). The names and
+    /// capture choices set on this builder stay; [`XRayLayer::from_config`]
+    /// takes those from the config too.
     pub fn with_emitter(self, config: Config, emitter: Arc<Emitter>) -> Self {
         self.edit(|s| {
             s.config = Some(config);

@@ -11,7 +11,7 @@ use std::task::{Context as TaskContext, Poll};
 use serde::Serialize;
 
 use crate::context::{Current, context_missing, run_in, with_current};
-use crate::document::{AnnotationValue, Cause, DEFAULT_METADATA_NAMESPACE, Document, validate_annotation_key, validate_metadata_namespace};
+use crate::document::{AnnotationValue, DEFAULT_METADATA_NAMESPACE, Document, validate_annotation_key, validate_metadata_namespace};
 use crate::error::{TraceError, cause_from_error, cause_from_message, short_type_name};
 use crate::header::TraceHeader;
 use crate::id::EntityId;
@@ -186,10 +186,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(Location::caller()));
-        self.edit(move |d| {
-            d.fault = true;
-            d.cause = Some(Cause::Details(cause));
-        });
+        self.edit(move |d| d.fail(cause));
     }
 
     /// Records a `dyn Error` (type name unknown) in `cause` and marks `fault`.
@@ -199,10 +196,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_error(err, None, Some(Location::caller()));
-        self.edit(move |d| {
-            d.fault = true;
-            d.cause = Some(Cause::Details(cause));
-        });
+        self.edit(move |d| d.fail(cause));
     }
 
     /// Records a failure given as type and message and marks `fault`.
@@ -211,10 +205,7 @@ impl Subsegment {
             return;
         }
         let cause = cause_from_message(kind, message, None);
-        self.edit(move |d| {
-            d.fault = true;
-            d.cause = Some(Cause::Details(cause));
-        });
+        self.edit(move |d| d.fail(cause));
     }
 
     /// Sets `http.response.status` and the matching flag: 429 → throttle +
@@ -273,10 +264,7 @@ impl Subsegment {
             Inner::Sampled { inv, node, prev, .. } => {
                 if std::thread::panicking() {
                     inv.edit(node, |d| {
-                        d.fault = true;
-                        if d.cause.is_none() {
-                            d.cause = Some(Cause::Details(cause_from_message("panic", "panicked while this subsegment was open", None)));
-                        }
+                        d.fail_unless_caused(|| cause_from_message("panic", "panicked while this subsegment was open", None))
                     });
                 }
                 with_current(|c| {
@@ -414,10 +402,7 @@ pub fn record_error<E: std::error::Error + 'static>(err: &E) -> Result<(), Trace
     let at = Location::caller();
     if let Target::Node(inv, r) = current_target("record_error")? {
         let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(at));
-        inv.edit(r, move |d| {
-            d.fault = true;
-            d.cause = Some(Cause::Details(cause));
-        });
+        inv.edit(r, move |d| d.fail(cause));
     }
     Ok(())
 }
@@ -437,10 +422,7 @@ pub(crate) fn record_panic(sub: &Subsegment, payload: &(dyn std::any::Any + Send
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-    sub.update(|d| {
-        d.fault = true;
-        d.cause = Some(Cause::Details(cause_from_message("panic", &message, None)));
-    });
+    sub.update(|d| d.fail(cause_from_message("panic", &message, None)));
 }
 
 /// The type name to show for an error value of type `E`.

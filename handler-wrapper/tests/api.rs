@@ -149,7 +149,8 @@ async fn the_lambda_segment_itself_is_read_only() {
 
 #[tokio::test]
 async fn with_real_noop_ids_off_unsampled_subsegments_propagate_their_own_id() {
-    let config = Config { noop_ids: false, ..Config::default() };
+    let mut config = Config::default();
+    config.noop_ids = false;
     let ctx = lambda_xray::TraceContext::for_invocation_with(
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
         None,
@@ -223,4 +224,38 @@ async fn detached_subsegments_and_unsampled_contexts() {
     for d in cap.documents() {
         assert_eq!(d["parent_id"], "53995c3f42cd8ad8");
     }
+}
+
+#[tokio::test]
+async fn from_config_uses_the_config_it_is_given_and_not_the_environment() {
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    daemon.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut config = Config::default();
+    config.handler_name = "from_config".into();
+    config.service_name = "configured".into();
+    config.capture_response = false;
+    config.noop_ids = false;
+    config.daemon_address = Some(daemon.local_addr().expect("addr").to_string());
+    config.extension_marker = "/nonexistent/lambda-xray-marker".into();
+    let mut svc = XRayLayer::from_config(config).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        // An unsampled branch of this invocation: with the config's
+        // `noop_ids: false` its subsegments get real ids (the process-wide
+        // default would give the all-zero one).
+        let ctx = lambda_xray::current().unsampled();
+        let id = ctx.wrap(async { lambda_xray::begin_subsegment("unsampled branch").id() }).await;
+        Ok::<Value, lambda_runtime::Error>(json!({ "id": id.map(|i| i.to_string()) }))
+    }));
+    let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    let response = svc.call(event(json!({}), Some(&sampled))).await.ok().unwrap_or_default();
+    let id = response["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(id.len(), 16);
+    assert_ne!(id, "0000000000000000");
+    let mut buf = vec![0u8; 65536];
+    let n = daemon.recv(&mut buf).expect("a datagram at the configured daemon");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let (_, body) = text.split_once('\n').unwrap_or_default();
+    let doc: Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(doc["name"], "## from_config");
+    assert_eq!(doc["annotations"]["Service"], "configured");
+    assert!(doc.get("metadata").is_none(), "capture_response: false: {doc:#}");
 }

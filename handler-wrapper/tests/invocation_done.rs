@@ -160,7 +160,8 @@ async fn nothing_is_sent_to_the_daemon_or_when_tracing_is_disabled() {
     assert!(matches!(kinds[0], Datagram::Document(_)), "{kinds:?}");
 
     let extension = MemoryTransport::default();
-    let disabled = Config { enabled: false, ..Config::default() };
+    let mut disabled = Config::default();
+    disabled.enabled = false;
     let mut svc = extension_layer(&extension, disabled).layer(service_fn(handler));
     assert!(svc.call(event("disabled", Some(&sampled))).await.is_ok());
     assert_eq!(sent(&extension), vec![]);

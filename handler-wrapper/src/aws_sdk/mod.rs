@@ -120,14 +120,13 @@ impl Drop for CallState {
         // drops the whole operation) or the caller dropped the future.
         if let Some(sub) = self.sub.take() {
             sub.update(|d| {
-                d.fault = true;
-                if d.cause.is_none() {
-                    d.cause = Some(Cause::Details(cause_from_message(
+                d.fail_unless_caused(|| {
+                    cause_from_message(
                         "OperationCancelled",
                         "the call ended before completing: operation timeout, or its future was dropped",
                         None,
-                    )));
-                }
+                    )
+                });
             });
         }
     }
@@ -339,8 +338,7 @@ fn finish(
                 } else {
                     "SdkError"
                 };
-                d.fault = true;
-                d.cause = Some(Cause::Details(cause_from_error(err, Some(kind), None)));
+                d.fail(cause_from_error(err, Some(kind), None));
             }
         },
         None => {}
