@@ -18,7 +18,10 @@ pub struct TraceHeader {
 }
 
 impl TraceHeader {
-    /// Parses a header value; malformed parts are ignored, never fatal.
+    /// Parses a header value; malformed parts are ignored, never fatal. A
+    /// `Root` that is not an X-Ray trace id (`1-` 8 hex `-` 24 hex) or a
+    /// `Parent` that is not 16 hex digits is left out, so nothing is
+    /// recorded under it (the daemon would reject it).
     pub fn parse(value: &str) -> Self {
         let mut header = Self::default();
         for part in value.split(';') {
@@ -27,8 +30,8 @@ impl TraceHeader {
             };
             let val = val.trim();
             match key.trim() {
-                "Root" if !val.is_empty() => header.root = Some(val.to_owned()),
-                "Parent" if !val.is_empty() => header.parent = Some(val.to_owned()),
+                "Root" if is_trace_id(val) => header.root = Some(val.to_owned()),
+                "Parent" if is_hex(val, 16) => header.parent = Some(val.to_owned()),
                 "Sampled" => header.sampled = val == "1",
                 _ => {}
             }
@@ -43,6 +46,22 @@ impl TraceHeader {
             _ => None,
         }
     }
+}
+
+/// `n` hex digits.
+fn is_hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An X-Ray trace id: `1-`, 8 hex digits (epoch seconds), `-`, 24 hex digits.
+fn is_trace_id(s: &str) -> bool {
+    // Bytes, not str slices: a multi-byte char must not make it panic.
+    let b = s.as_bytes();
+    b.len() == 35
+        && b.starts_with(b"1-")
+        && b[10] == b'-'
+        && b[2..10].iter().all(u8::is_ascii_hexdigit)
+        && b[11..].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// The figures of one `platform.report`.
@@ -155,6 +174,17 @@ mod tests {
         assert_eq!(TraceHeader::parse("Root=;Parent=;Sampled=1").sampled_ids(), None);
         assert_eq!(TraceHeader::parse(";;garbage==;").sampled_ids(), None);
         assert!(!TraceHeader::parse("Root=1-a-b;Parent=c;Sampled=0").sampled);
+        // Not X-Ray ids: nothing would be accepted by the daemon under them.
+        for bad in [
+            "Root=garbage;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a99427279;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988_bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a99427279é;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8adg;Sampled=1",
+        ] {
+            assert_eq!(TraceHeader::parse(bad).sampled_ids(), None, "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod config;
 mod counters;
 mod enrich;
 mod forwarder;
+#[cfg(test)]
+mod fuzz;
 mod intake;
 mod marker;
 mod telemetry;
