@@ -53,11 +53,11 @@ pub struct Config {
 }
 
 /// The marker file's default path.
-pub const DEFAULT_EXTENSION_MARKER: &str = "/tmp/.lambda-xray-extension";
+pub(crate) const DEFAULT_EXTENSION_MARKER: &str = "/tmp/.lambda-xray-extension";
 
 /// Parses a boolean the way the reference SDKs do: y/yes/t/true/on/1 and
 /// n/no/f/false/off/0, any case. Anything else is `None`.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
         "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
@@ -128,7 +128,7 @@ impl Default for Config {
 static GLOBAL: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
 
 /// The process-wide settings: read from the environment on first use.
-pub fn global() -> &'static Config {
+pub(crate) fn global() -> &'static Config {
     GLOBAL.get_or_init(Config::from_env)
 }
 

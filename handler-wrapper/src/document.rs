@@ -25,6 +25,7 @@ pub const MAX_MESSAGE_LEN: usize = 1000;
 
 /// A segment or subsegment document.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Document {
     /// Logical name: sanitised to X-Ray's allowed characters, at most 200 chars.
     pub name: String,
@@ -166,6 +167,7 @@ impl Document {
 
 /// Service version (segment field).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Service {
     /// Version string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +176,7 @@ pub struct Service {
 
 /// `http` block.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Http {
     /// Outgoing or incoming request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +188,7 @@ pub struct Http {
 
 /// `http.request`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct HttpRequest {
     /// GET, POST...
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +212,7 @@ pub struct HttpRequest {
 
 /// `http.response`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct HttpResponse {
     /// HTTP status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +224,7 @@ pub struct HttpResponse {
 
 /// `aws` block of a subsegment for an AWS call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Aws {
     /// PascalCase operation name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +273,7 @@ pub enum Cause {
 
 /// Full `cause` object.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct CauseDetails {
     /// Working directory of the process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +306,7 @@ impl CauseDetails {
 
 /// One exception of a `cause`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct Exception {
     /// 16 hex digits.
     pub id: EntityId,
@@ -327,6 +335,7 @@ pub struct Exception {
 
 /// One stack frame.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
 pub struct StackFrame {
     /// Source file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -622,7 +631,7 @@ impl<'de> Deserialize<'de> for Metadata {
 
 /// Whether `c` may appear in an entity name: Unicode letters, digits and
 /// whitespace, plus `_ . : / % & # = + \ - @`.
-pub fn is_name_char(c: char) -> bool {
+pub(crate) fn is_name_char(c: char) -> bool {
     c.is_alphanumeric() || c.is_whitespace() || matches!(c, '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@')
 }
 
@@ -643,7 +652,7 @@ const ASCII_NAME_BYTES: [bool; 256] = {
 /// Makes `name` a valid entity name: disallowed characters are removed (as the
 /// Python SDK does), the result is capped at 200 characters, and an empty
 /// result becomes `"unnamed"`.
-pub fn sanitize_name(name: &str) -> String {
+pub(crate) fn sanitize_name(name: &str) -> String {
     // The usual name: short ASCII, allowed as is, not blank.
     if name.len() <= MAX_NAME_LEN
         && name.bytes().all(|b| ASCII_NAME_BYTES[b as usize])
@@ -664,7 +673,7 @@ pub fn sanitize_name(name: &str) -> String {
 }
 
 /// `s` cut to at most `max` characters (on a char boundary).
-pub fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -674,14 +683,10 @@ pub fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// `s` cut to the schema's 250-character limit for plain string fields.
-pub fn cap_string(s: &str) -> String {
-    truncate(s, MAX_STRING_LEN).to_owned()
-}
 
 /// Annotation keys must be 1-500 ASCII letters, digits or `_`: only such keys
 /// work in filter expressions and the schema rejects the rest.
-pub fn validate_annotation_key(key: &str) -> Result<(), TraceError> {
+pub(crate) fn validate_annotation_key(key: &str) -> Result<(), TraceError> {
     if key.is_empty() || key.len() > MAX_ANNOTATION_KEY_LEN || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(TraceError::InvalidAnnotationKey(truncate(key, 64).to_owned()));
     }
@@ -689,7 +694,7 @@ pub fn validate_annotation_key(key: &str) -> Result<(), TraceError> {
 }
 
 /// Metadata namespaces must be non-empty and must not start with `AWS.`.
-pub fn validate_metadata_namespace(ns: &str) -> Result<(), TraceError> {
+pub(crate) fn validate_metadata_namespace(ns: &str) -> Result<(), TraceError> {
     if ns.is_empty() {
         return Err(TraceError::InvalidMetadataNamespace(String::new()));
     }

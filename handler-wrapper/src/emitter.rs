@@ -61,7 +61,7 @@ impl Transport for UdpTransport {
 
 /// Parses `AWS_XRAY_DAEMON_ADDRESS`: `host:port`, or `tcp:host:port udp:host:port`
 /// in either order. Returns the UDP address.
-pub fn parse_daemon_address(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_daemon_address(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let parts: Vec<&str> = s.split_whitespace().collect();
     let udp = match parts.as_slice() {
@@ -186,7 +186,7 @@ fn wire_header() -> &'static [u8] {
 }
 
 /// The header line of the control datagram the extension understands.
-pub const CONTROL_FORMAT: &str = "lambda-xray-control";
+pub(crate) const CONTROL_FORMAT: &str = "lambda-xray-control";
 
 impl Emitter {
     /// An emitter that sends through `transport` (the daemon's wire format:
@@ -529,40 +529,48 @@ impl Transport for NullTransport {
     }
 }
 
-/// A transport that keeps every datagram in memory: for tests of code that
-/// traces (`XRayLayer::with_emitter(config, Arc::new(Emitter::new(memory.clone())))`).
-#[derive(Debug, Clone, Default)]
-pub struct MemoryTransport(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+#[cfg(any(test, feature = "testing"))]
+pub use memory::MemoryTransport;
 
-impl Transport for MemoryTransport {
-    fn send(&self, datagram: &[u8]) -> io::Result<()> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(datagram.to_vec());
-        Ok(())
-    }
-}
+#[cfg(any(test, feature = "testing"))]
+mod memory {
+    use super::*;
 
-impl MemoryTransport {
-    /// Every datagram so far.
-    pub fn datagrams(&self) -> Vec<Vec<u8>> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
+    /// A transport that keeps every datagram in memory: for tests of code that
+    /// traces (`XRayLayer::with_emitter(config, Arc::new(Emitter::new(memory.clone())))`).
+    #[derive(Debug, Clone, Default)]
+    pub struct MemoryTransport(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
-    /// Every document so far, parsed; a datagram that is not the daemon's
-    /// header line plus one JSON document becomes `Value::Null`.
-    pub fn documents(&self) -> Vec<serde_json::Value> {
-        self.datagrams()
-            .iter()
-            .map(|d| {
-                let header = wire_header();
-                d.strip_prefix(header).and_then(|body| serde_json::from_slice(body).ok()).unwrap_or(serde_json::Value::Null)
-            })
-            .collect()
+    impl Transport for MemoryTransport {
+        fn send(&self, datagram: &[u8]) -> io::Result<()> {
+            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.push(datagram.to_vec());
+            Ok(())
+        }
     }
 
-    /// Forgets what was sent so far.
-    pub fn clear(&self) {
-        if let Ok(mut v) = self.0.lock() {
-            v.clear();
+    impl MemoryTransport {
+        /// Every datagram so far.
+        pub fn datagrams(&self) -> Vec<Vec<u8>> {
+            self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        }
+
+        /// Every document so far, parsed; a datagram that is not the daemon's
+        /// header line plus one JSON document becomes `Value::Null`.
+        pub fn documents(&self) -> Vec<serde_json::Value> {
+            self.datagrams()
+                .iter()
+                .map(|d| {
+                    let header = wire_header();
+                    d.strip_prefix(header).and_then(|body| serde_json::from_slice(body).ok()).unwrap_or(serde_json::Value::Null)
+                })
+                .collect()
+        }
+
+        /// Forgets what was sent so far.
+        pub fn clear(&self) {
+            if let Ok(mut v) = self.0.lock() {
+                v.clear();
+            }
         }
     }
 }
@@ -570,7 +578,7 @@ impl MemoryTransport {
 static GLOBAL: OnceLock<std::sync::Arc<Emitter>> = OnceLock::new();
 
 /// The process-wide emitter, built from [`crate::config::global`] on first use.
-pub fn global() -> std::sync::Arc<Emitter> {
+pub(crate) fn global() -> std::sync::Arc<Emitter> {
     GLOBAL.get_or_init(|| std::sync::Arc::new(Emitter::from_config(crate::config::global()))).clone()
 }
 

@@ -35,35 +35,48 @@
 //! - `sqs`: module `sqs`, per-message sampling scopes and partial batch
 //!   failures for SQS-triggered functions.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "aws-sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub mod aws_sdk;
-pub mod config;
-pub mod context;
+mod config;
+mod context;
 mod deadline;
-pub mod document;
-pub mod emitter;
+mod document;
+mod emitter;
 mod encode;
-pub mod error;
-pub mod header;
-pub mod id;
+mod error;
+mod header;
+mod id;
 mod invocation;
-pub mod layer;
+mod layer;
 #[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub mod sqs;
-pub mod subsegment;
+mod subsegment;
 #[cfg(feature = "tracing-bridge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-bridge")))]
 pub mod tracing_bridge;
 
 #[cfg(feature = "aws-sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub use aws_sdk::XRayInterceptor;
 pub use config::{Config, ContextMissing};
 pub use context::{EnteredContext, FutureExt, TraceContext, WithTrace, current, current_trace_header, is_sampled, spawn};
-pub use document::{AnnotationValue, Document};
-pub use emitter::{Emitter, EmitterStats, MemoryTransport, NullTransport, Transport, UdpTransport};
+pub use document::{
+    AnnotationValue, Annotations, Aws, Cause, CauseDetails, DEFAULT_METADATA_NAMESPACE, Document, Exception, Http, HttpRequest,
+    HttpResponse, MAX_ANNOTATION_KEY_LEN, MAX_ANNOTATION_VALUE_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_STRING_LEN, Metadata, Service,
+    StackFrame,
+};
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use emitter::MemoryTransport;
+pub use emitter::{DEFAULT_DAEMON_ADDRESS, Emitter, EmitterStats, MAX_DATAGRAM_BYTES, NullTransport, Transport, UdpTransport};
 pub use error::TraceError;
-pub use header::{SamplingDecision, TraceHeader};
-pub use id::{EntityId, TraceId};
-pub use layer::{XRayLayer, XRayService, run};
+pub use header::{HeaderError, MAX_HEADER_LEN, SamplingDecision, TraceHeader};
+pub use id::{EntityId, InvalidId, TraceId};
+pub use layer::{TracedInvocation, XRayLayer, XRayService, run};
 pub use subsegment::{
     InSubsegment, Subsegment, begin_subsegment, in_subsegment, put_annotation, put_metadata, put_metadata_in, record_error,
     set_http_status, trace, try_begin_subsegment,
