@@ -60,6 +60,21 @@ impl Settings {
 /// as `fault`, and sends the finished subtree to the daemon before the
 /// response is returned. The handler's result is passed through unchanged,
 /// and a panic propagates exactly as it would without the layer.
+///
+/// ```no_run
+/// use lambda_runtime::{service_fn, Error, LambdaEvent};
+/// use serde_json::Value;
+/// use tower::Layer;
+///
+/// async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
+///     Ok(event.payload)
+/// }
+///
+/// # async fn main_() -> Result<(), Error> {
+/// let layer = lambda_xray::XRayLayer::new().handler_name("orders").capture_response(false);
+/// lambda_runtime::run(layer.layer(service_fn(handler))).await
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct XRayLayer {
     settings: Arc<Settings>,

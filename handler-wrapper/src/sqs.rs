@@ -55,6 +55,21 @@ pub fn is_message_sampled(msg: &SqsMessage) -> bool {
 /// are sampled, an unsampled scope otherwise. Run the message's work under it
 /// with [`MessageScope::run`] (or `scope.context().enter()` on a thread); it
 /// ends when dropped or with [`MessageScope::end`].
+///
+/// ```
+/// use aws_lambda_events::event::sqs::SqsMessage;
+/// use lambda_xray::sqs::{MessageScope, TRACE_HEADER_ATTRIBUTE, is_message_sampled};
+///
+/// let mut msg = SqsMessage::default();
+/// msg.attributes.insert(
+///     TRACE_HEADER_ATTRIBUTE.to_owned(),
+///     "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+/// );
+/// assert!(is_message_sampled(&msg));
+/// let scope = MessageScope::begin(&msg); // outside an invocation: records nothing
+/// scope.subsegment().put_annotation("queue", "orders").ok();
+/// scope.end();
+/// ```
 #[derive(Debug)]
 #[must_use = "the scope ends as soon as it is dropped"]
 pub struct MessageScope {

@@ -84,7 +84,18 @@ pub(crate) fn with_current_doc(f: impl FnOnce(&mut Document) + Send + 'static) {
 }
 
 /// Begins a subsegment named `name` under the current entity and makes it
-/// current. Names are sanitised (see [`crate::document::sanitize_name`]).
+/// current; it ends when the guard is dropped or [`Subsegment::end`] is
+/// called. Characters X-Ray rejects are removed from the name, which is cut
+/// to 200 characters.
+///
+/// ```
+/// let sub = lambda_xray::begin_subsegment("charge card");
+/// sub.put_annotation("amount_cents", 1250).ok();
+/// if let Err(e) = "x".parse::<u32>() {
+///     sub.record_error(&e);
+/// }
+/// sub.end();
+/// ```
 ///
 /// Outside any invocation this applies `AWS_XRAY_CONTEXT_MISSING` (and panics
 /// only under `RUNTIME_ERROR`); use [`try_begin_subsegment`] for a `Result`.
@@ -287,7 +298,15 @@ impl Drop for Subsegment {
     }
 }
 
-/// Runs `f` inside a subsegment named `name`.
+/// Runs `f` inside a subsegment named `name` and returns what it returns.
+///
+/// ```
+/// let total = lambda_xray::trace("add up", || {
+///     lambda_xray::put_annotation("items", 2).ok();
+///     1 + 2
+/// });
+/// assert_eq!(total, 3); // outside an invocation nothing is recorded
+/// ```
 pub fn trace<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let _sub = begin_subsegment(name);
     f()
@@ -295,6 +314,17 @@ pub fn trace<T>(name: &str, f: impl FnOnce() -> T) -> T {
 
 /// Runs `fut` inside a subsegment named `name`, begun at the first poll under
 /// the context current then, and ended when the future completes or is dropped.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let order = lambda_xray::in_subsegment("load order", async {
+///     lambda_xray::put_annotation("order_id", "o-123").ok();
+///     "o-123"
+/// })
+/// .await;
+/// assert_eq!(order, "o-123");
+/// # });
+/// ```
 pub fn in_subsegment<F: Future>(name: impl Into<Cow<'static, str>>, fut: F) -> InSubsegment<F> {
     InSubsegment { inner: fut, name: name.into(), state: None }
 }

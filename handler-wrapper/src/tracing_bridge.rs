@@ -62,6 +62,16 @@ pub const DEFAULT_SKIPPED_TARGETS: &[&str] = &[
 ];
 
 /// A `tracing_subscriber` layer that turns spans into subsegments.
+///
+/// ```
+/// use lambda_xray::tracing_bridge::SubsegmentLayer;
+/// use tracing_subscriber::prelude::*;
+///
+/// let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new().min_level(tracing::Level::INFO));
+/// tracing::subscriber::with_default(subscriber, || {
+///     let _span = tracing::info_span!("load order", order_id = "o-123").entered();
+/// });
+/// ```
 #[derive(Debug, Clone)]
 pub struct SubsegmentLayer {
     skip: Vec<String>,

@@ -76,6 +76,16 @@ const THROTTLING_CODES: &[&str] = &[
 
 /// The X-Ray interceptor for AWS SDK clients: attach it once per client config
 /// with `.interceptor(XRayInterceptor::new())`. See the [module docs](self).
+///
+/// ```
+/// let config = aws_sdk_sqs::Config::builder()
+///     .behavior_version_latest()
+///     .region(aws_sdk_sqs::config::Region::new("eu-west-1"))
+///     .interceptor(lambda_xray::XRayInterceptor::new())
+///     .build();
+/// let sqs = aws_sdk_sqs::Client::from_conf(config);
+/// # drop(sqs);
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct XRayInterceptor {}
