@@ -13,5 +13,5 @@ run() {
   cargo test --release -q "$@" -- --test-threads 2 2>&1 | grep -E "^test |test result" || return 1
   echo "   $((SECONDS - started)) s"
 }
-run -p lambda-xray --all-features --test fuzz
+run -p lambda-xray-tracing --all-features --test fuzz
 run -p lambda-xray-extension --bin lambda-xray-extension fuzz

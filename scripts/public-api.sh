@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$(realpath "${CARGO_TARGET_DIR:-target}")
-RUSTC_BOOTSTRAP=1 cargo rustdoc --quiet -p lambda-xray --all-features --lib -- -Z unstable-options --output-format json
+RUSTC_BOOTSTRAP=1 cargo rustdoc --quiet -p lambda-xray-tracing --all-features --lib -- -Z unstable-options --output-format json
 current=$(mktemp)
 trap 'rm -f "$current"' EXIT
-python3 scripts/public_api.py "$target/doc/lambda_xray.json" >"$current"
+python3 scripts/public_api.py "$target/doc/lambda_xray_tracing.json" >"$current"
 if [ "${1:-}" = "--bless" ]; then
   cp "$current" handler-wrapper/public-api.txt
   echo "public API snapshot written: $(wc -l <"$current") lines"

@@ -1,6 +1,6 @@
 //! Hot-path benchmark: cost of a subsegment (begin + one annotation + end).
 //!
-//! Run: `cargo bench -p lambda-xray --bench hot_path`
+//! Run: `cargo bench -p lambda-xray-tracing --bench hot_path`
 //!
 //! - sampled: 100 children under one `## handler` subsegment per invocation,
 //!   including serialisation and the real UDP send of the finished tree to a
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use lambda_xray::{Config, Emitter, TraceContext, UdpTransport, begin_subsegment};
+use lambda_xray_tracing::{Config, Emitter, TraceContext, UdpTransport, begin_subsegment};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);

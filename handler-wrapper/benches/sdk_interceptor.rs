@@ -1,6 +1,6 @@
 //! The AWS SDK interceptor's own cost per call, without the network.
 //!
-//! Run: `cargo bench -p lambda-xray --features aws-sdk --bench sdk_interceptor`
+//! Run: `cargo bench -p lambda-xray-tracing --features aws-sdk --bench sdk_interceptor`
 //!
 //! An `aws-sdk-sqs` client whose HTTP client answers every request at once
 //! with a canned `SendMessage` response makes `SendMessage` calls, 100 per
@@ -23,7 +23,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use lambda_xray::{Config, Emitter, TraceContext, UdpTransport, XRayInterceptor, in_subsegment};
+use lambda_xray_tracing::{Config, Emitter, TraceContext, UdpTransport, XRayInterceptor, in_subsegment};
 
 const SAMPLED: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 const UNSAMPLED: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0";

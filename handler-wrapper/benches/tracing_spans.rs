@@ -1,7 +1,7 @@
 //! Cost of a `tracing` span turned into a subsegment, and of a span in an
 //! unsampled invocation, with and without the bridge layer.
 //!
-//! Run: `cargo bench -p lambda-xray --features tracing-bridge --bench tracing_spans`
+//! Run: `cargo bench -p lambda-xray-tracing --features tracing-bridge --bench tracing_spans`
 //!
 //! Each span is created with one field, entered, exited and closed: 100 of
 //! them under one `## handler` subsegment per invocation; the sampled figure
@@ -12,8 +12,8 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lambda_xray::tracing_bridge::SubsegmentLayer;
-use lambda_xray::{Config, Emitter, TraceContext, UdpTransport, begin_subsegment};
+use lambda_xray_tracing::tracing_bridge::SubsegmentLayer;
+use lambda_xray_tracing::{Config, Emitter, TraceContext, UdpTransport, begin_subsegment};
 use tracing_subscriber::prelude::*;
 
 const SAMPLED: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";

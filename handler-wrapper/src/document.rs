@@ -683,7 +683,6 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-
 /// Annotation keys must be 1-500 ASCII letters, digits or `_`: only such keys
 /// work in filter expressions and the schema rejects the rest.
 pub(crate) fn validate_annotation_key(key: &str) -> Result<(), TraceError> {

@@ -71,7 +71,7 @@ impl Settings {
 /// }
 ///
 /// # async fn main_() -> Result<(), Error> {
-/// let layer = lambda_xray::XRayLayer::new().handler_name("orders").capture_response(false);
+/// let layer = lambda_xray_tracing::XRayLayer::new().handler_name("orders").capture_response(false);
 /// lambda_runtime::run(layer.layer(service_fn(handler))).await
 /// # }
 /// ```
@@ -104,10 +104,10 @@ impl XRayLayer {
     /// # use tower::Layer;
     /// # async fn handler(e: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> { Ok(e.payload) }
     /// # async fn main_() -> Result<(), Error> {
-    /// let mut config = lambda_xray::Config::default();
+    /// let mut config = lambda_xray_tracing::Config::default();
     /// config.handler_name = "orders".into();
     /// config.capture_response = false;
-    /// let traced = lambda_xray::XRayLayer::from_config(config).layer(service_fn(handler));
+    /// let traced = lambda_xray_tracing::XRayLayer::from_config(config).layer(service_fn(handler));
     /// lambda_runtime::run(traced).await
     /// # }
     /// ```
@@ -370,7 +370,7 @@ fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: 
 /// # use lambda_runtime::{service_fn, Error, LambdaEvent};
 /// # async fn handler(e: LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, Error> { Ok(e.payload) }
 /// # async fn main_() -> Result<(), Error> {
-/// lambda_xray::run(service_fn(handler)).await
+/// lambda_xray_tracing::run(service_fn(handler)).await
 /// # }
 /// ```
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>

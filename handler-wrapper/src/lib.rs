@@ -10,8 +10,8 @@
 //! use serde_json::Value;
 //!
 //! async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-//!     let order = lambda_xray::in_subsegment("load order", async {
-//!         lambda_xray::put_annotation("order_id", "o-123")?;
+//!     let order = lambda_xray_tracing::in_subsegment("load order", async {
+//!         lambda_xray_tracing::put_annotation("order_id", "o-123")?;
 //!         Ok::<_, Error>(event.payload)
 //!     })
 //!     .await?;
@@ -20,7 +20,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Error> {
-//!     lambda_xray::run(service_fn(handler)).await
+//!     lambda_xray_tracing::run(service_fn(handler)).await
 //! }
 //! ```
 //!

@@ -14,7 +14,7 @@
 //! use lambda_runtime::{Error, LambdaEvent};
 //!
 //! async fn handler(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-//!     Ok(lambda_xray::sqs::process_batch(event.payload, |msg: SqsMessage| async move {
+//!     Ok(lambda_xray_tracing::sqs::process_batch(event.payload, |msg: SqsMessage| async move {
 //!         let body = msg.body.unwrap_or_default();
 //!         if body.is_empty() { return Err("empty message"); }
 //!         Ok(())
@@ -58,7 +58,7 @@ pub fn is_message_sampled(msg: &SqsMessage) -> bool {
 ///
 /// ```
 /// use aws_lambda_events::event::sqs::SqsMessage;
-/// use lambda_xray::sqs::{MessageScope, TRACE_HEADER_ATTRIBUTE, is_message_sampled};
+/// use lambda_xray_tracing::sqs::{MessageScope, TRACE_HEADER_ATTRIBUTE, is_message_sampled};
 ///
 /// let mut msg = SqsMessage::default();
 /// msg.attributes.insert(
@@ -138,7 +138,7 @@ impl MessageScope {
 ///
 /// ```no_run
 /// # async fn f(event: aws_lambda_events::event::sqs::SqsEvent) {
-/// for (msg, scope) in lambda_xray::sqs::scopes(&event) {
+/// for (msg, scope) in lambda_xray_tracing::sqs::scopes(&event) {
 ///     scope.run(async { /* process msg */ }).await;
 /// }
 /// # }

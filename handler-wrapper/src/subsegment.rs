@@ -89,7 +89,7 @@ pub(crate) fn with_current_doc(f: impl FnOnce(&mut Document) + Send + 'static) {
 /// to 200 characters.
 ///
 /// ```
-/// let sub = lambda_xray::begin_subsegment("charge card");
+/// let sub = lambda_xray_tracing::begin_subsegment("charge card");
 /// sub.put_annotation("amount_cents", 1250).ok();
 /// if let Err(e) = "x".parse::<u32>() {
 ///     sub.record_error(&e);
@@ -301,8 +301,8 @@ impl Drop for Subsegment {
 /// Runs `f` inside a subsegment named `name` and returns what it returns.
 ///
 /// ```
-/// let total = lambda_xray::trace("add up", || {
-///     lambda_xray::put_annotation("items", 2).ok();
+/// let total = lambda_xray_tracing::trace("add up", || {
+///     lambda_xray_tracing::put_annotation("items", 2).ok();
 ///     1 + 2
 /// });
 /// assert_eq!(total, 3); // outside an invocation nothing is recorded
@@ -317,8 +317,8 @@ pub fn trace<T>(name: &str, f: impl FnOnce() -> T) -> T {
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let order = lambda_xray::in_subsegment("load order", async {
-///     lambda_xray::put_annotation("order_id", "o-123").ok();
+/// let order = lambda_xray_tracing::in_subsegment("load order", async {
+///     lambda_xray_tracing::put_annotation("order_id", "o-123").ok();
 ///     "o-123"
 /// })
 /// .await;

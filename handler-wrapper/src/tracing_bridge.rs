@@ -6,7 +6,7 @@
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
 //! tracing_subscriber::registry()
-//!     .with(lambda_xray::tracing_bridge::SubsegmentLayer::new())
+//!     .with(lambda_xray_tracing::tracing_bridge::SubsegmentLayer::new())
 //!     .init();
 //! ```
 //!
@@ -64,7 +64,7 @@ pub const DEFAULT_SKIPPED_TARGETS: &[&str] = &[
 /// A `tracing_subscriber` layer that turns spans into subsegments.
 ///
 /// ```
-/// use lambda_xray::tracing_bridge::SubsegmentLayer;
+/// use lambda_xray_tracing::tracing_bridge::SubsegmentLayer;
 /// use tracing_subscriber::prelude::*;
 ///
 /// let subscriber = tracing_subscriber::registry().with(SubsegmentLayer::new().min_level(tracing::Level::INFO));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent, service_fn};
-use lambda_xray::{Config, Emitter, MemoryTransport, TraceError, XRayLayer};
+use lambda_xray_tracing::{Config, Emitter, MemoryTransport, TraceError, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
@@ -28,16 +28,16 @@ async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
     let cap = MemoryTransport::default();
     let svc = layer(&cap).layer(service_fn(|e: LambdaEvent<Value>| async move {
         let who = e.payload["who"].as_str().unwrap_or("").to_owned();
-        lambda_xray::in_subsegment(who.clone(), async move {
+        lambda_xray_tracing::in_subsegment(who.clone(), async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            lambda_xray::put_annotation("who", who.as_str())?;
+            lambda_xray_tracing::put_annotation("who", who.as_str())?;
             // A spawned task and a thread both keep the context.
-            let spawned = lambda_xray::spawn(lambda_xray::in_subsegment("task", async { tokio::task::yield_now().await }));
+            let spawned = lambda_xray_tracing::spawn(lambda_xray_tracing::in_subsegment("task", async { tokio::task::yield_now().await }));
             spawned.await.map_err(|e| e.to_string())?;
-            let ctx = lambda_xray::current();
+            let ctx = lambda_xray_tracing::current();
             std::thread::spawn(move || {
                 let _entered = ctx.enter();
-                lambda_xray::trace("thread", || ());
+                lambda_xray_tracing::trace("thread", || ());
             })
             .join()
             .map_err(|_| "thread panicked")?;
@@ -71,7 +71,7 @@ async fn two_concurrent_invocations_of_one_trace_do_not_share_state() {
 async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
     let cap = MemoryTransport::default();
     let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
-        let sub = lambda_xray::begin_subsegment("work");
+        let sub = lambda_xray_tracing::begin_subsegment("work");
         sub.put_annotation("bad key!", 1).map_err(|e| e.to_string())?;
         Ok::<Value, lambda_runtime::Error>(json!(null))
     }));
@@ -81,8 +81,8 @@ async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
     assert_eq!(err, Some(TraceError::InvalidAnnotationKey("bad key!".into()).to_string()));
 
     let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
-        let header = lambda_xray::current_trace_header().map(|h| h.to_string());
-        Ok::<_, lambda_runtime::Error>(json!({"header": header, "sampled": lambda_xray::is_sampled()}))
+        let header = lambda_xray_tracing::current_trace_header().map(|h| h.to_string());
+        Ok::<_, lambda_runtime::Error>(json!({"header": header, "sampled": lambda_xray_tracing::is_sampled()}))
     }));
     let out = svc.call(event(json!({}), Some(&unsampled))).await.ok();
     // Sampled=0 is still there to propagate, with the extra keys.
@@ -105,7 +105,7 @@ async fn results_pass_through_unchanged_and_unsampled_records_nothing() {
 async fn a_panic_propagates_with_its_payload_and_is_recorded() {
     let cap = MemoryTransport::default();
     let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
-        if lambda_xray::is_sampled() {
+        if lambda_xray_tracing::is_sampled() {
             panic!("handler exploded");
         }
         Ok::<Value, lambda_runtime::Error>(json!(null))
@@ -122,27 +122,27 @@ async fn a_panic_propagates_with_its_payload_and_is_recorded() {
 #[test]
 fn outside_an_invocation_calls_do_nothing_and_say_so() {
     // Default strategy (LOG_ERROR): no panic, nothing recorded.
-    let sub = lambda_xray::begin_subsegment("orphan");
+    let sub = lambda_xray_tracing::begin_subsegment("orphan");
     assert!(!sub.is_sampled());
-    assert_eq!(lambda_xray::put_annotation("k", 1), Err(TraceError::ContextMissing));
-    assert!(lambda_xray::try_begin_subsegment("x").is_err());
-    assert!(lambda_xray::current_trace_header().is_none());
+    assert_eq!(lambda_xray_tracing::put_annotation("k", 1), Err(TraceError::ContextMissing));
+    assert!(lambda_xray_tracing::try_begin_subsegment("x").is_err());
+    assert!(lambda_xray_tracing::current_trace_header().is_none());
 }
 
 #[tokio::test]
 async fn the_lambda_segment_itself_is_read_only() {
     let cap = MemoryTransport::default();
-    let ctx = lambda_xray::TraceContext::for_invocation_with(
+    let ctx = lambda_xray_tracing::TraceContext::for_invocation_with(
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1")),
         None,
         &Config::default(),
         Arc::new(Emitter::new(cap.clone())),
     );
     let _entered = ctx.enter();
-    assert_eq!(lambda_xray::put_annotation("k", 1), Err(TraceError::LambdaSegmentIsReadOnly));
-    let sub = lambda_xray::begin_subsegment("ok");
-    assert_eq!(lambda_xray::put_annotation("k", 1), Ok(()));
-    assert!(matches!(lambda_xray::put_metadata_in("AWS.X", "k", &1), Err(TraceError::ReservedMetadataNamespace(_))));
+    assert_eq!(lambda_xray_tracing::put_annotation("k", 1), Err(TraceError::LambdaSegmentIsReadOnly));
+    let sub = lambda_xray_tracing::begin_subsegment("ok");
+    assert_eq!(lambda_xray_tracing::put_annotation("k", 1), Ok(()));
+    assert!(matches!(lambda_xray_tracing::put_metadata_in("AWS.X", "k", &1), Err(TraceError::ReservedMetadataNamespace(_))));
     drop(sub);
     assert_eq!(cap.documents()[0]["annotations"]["k"], 1);
 }
@@ -151,65 +151,70 @@ async fn the_lambda_segment_itself_is_read_only() {
 async fn with_real_noop_ids_off_unsampled_subsegments_propagate_their_own_id() {
     let mut config = Config::default();
     config.noop_ids = false;
-    let ctx = lambda_xray::TraceContext::for_invocation_with(
+    let ctx = lambda_xray_tracing::TraceContext::for_invocation_with(
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
         None,
         &config,
         Arc::new(Emitter::new(MemoryTransport::default())),
     );
     let _entered = ctx.enter();
-    let outer = lambda_xray::current_trace_header().map(|h| h.to_string());
+    let outer = lambda_xray_tracing::current_trace_header().map(|h| h.to_string());
     assert_eq!(outer, Some(format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")));
-    let sub = lambda_xray::begin_subsegment("unsampled work");
+    let sub = lambda_xray_tracing::begin_subsegment("unsampled work");
     let id = sub.id().map(|i| i.to_string()).unwrap_or_default();
     assert_ne!(id, "0000000000000000");
-    assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), Some(format!("Root={ROOT};Parent={id};Sampled=0")));
+    assert_eq!(lambda_xray_tracing::current_trace_header().map(|h| h.to_string()), Some(format!("Root={ROOT};Parent={id};Sampled=0")));
     drop(sub);
-    assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), outer);
+    assert_eq!(lambda_xray_tracing::current_trace_header().map(|h| h.to_string()), outer);
 
     // With no-op ids (the default) the subsegment has no id of its own.
-    let ctx = lambda_xray::TraceContext::for_invocation_with(
+    let ctx = lambda_xray_tracing::TraceContext::for_invocation_with(
         Some(&format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0")),
         None,
         &Config::default(),
         Arc::new(Emitter::new(MemoryTransport::default())),
     );
     let _entered = ctx.enter();
-    assert_eq!(lambda_xray::begin_subsegment("noop").id(), None);
+    assert_eq!(lambda_xray_tracing::begin_subsegment("noop").id(), None);
 }
 
 #[test]
 fn handles_are_send_so_they_cross_tasks_and_threads() {
     fn send<T: Send>() {}
-    send::<lambda_xray::Subsegment>();
-    send::<lambda_xray::TraceContext>();
-    send::<lambda_xray::WithTrace<std::future::Ready<()>>>();
-    send::<lambda_xray::InSubsegment<std::future::Ready<()>>>();
+    send::<lambda_xray_tracing::Subsegment>();
+    send::<lambda_xray_tracing::TraceContext>();
+    send::<lambda_xray_tracing::WithTrace<std::future::Ready<()>>>();
+    send::<lambda_xray_tracing::InSubsegment<std::future::Ready<()>>>();
 }
 
 #[tokio::test]
 async fn detached_subsegments_and_unsampled_contexts() {
     let cap = MemoryTransport::default();
     let header = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1");
-    let ctx = lambda_xray::TraceContext::for_invocation_with(Some(&header), None, &Config::default(), Arc::new(Emitter::new(cap.clone())));
+    let ctx = lambda_xray_tracing::TraceContext::for_invocation_with(
+        Some(&header),
+        None,
+        &Config::default(),
+        Arc::new(Emitter::new(cap.clone())),
+    );
     let (a, a_ctx, b, b_ctx, unsampled_header) = ctx
         .clone()
         .wrap(async {
-            let before = lambda_xray::current_trace_header().map(|h| h.to_string());
+            let before = lambda_xray_tracing::current_trace_header().map(|h| h.to_string());
             // Two overlapping detached subsegments, ended out of order: neither becomes current.
-            let (a, a_ctx) = lambda_xray::current().begin_subsegment("a");
-            let (b, b_ctx) = lambda_xray::current().begin_subsegment("b");
-            assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), before);
+            let (a, a_ctx) = lambda_xray_tracing::current().begin_subsegment("a");
+            let (b, b_ctx) = lambda_xray_tracing::current().begin_subsegment("b");
+            assert_eq!(lambda_xray_tracing::current_trace_header().map(|h| h.to_string()), before);
             let ids = (a.id(), a_ctx.trace_header().map(|h| h.to_string()), b.id(), b_ctx.trace_header().map(|h| h.to_string()));
             a.end();
             b.end();
-            assert_eq!(lambda_xray::current_trace_header().map(|h| h.to_string()), before);
-            let unsampled = lambda_xray::current().unsampled();
+            assert_eq!(lambda_xray_tracing::current_trace_header().map(|h| h.to_string()), before);
+            let unsampled = lambda_xray_tracing::current().unsampled();
             let inside = unsampled
                 .wrap(async {
-                    assert!(!lambda_xray::is_sampled());
-                    lambda_xray::trace("not recorded", || ());
-                    lambda_xray::current_trace_header().map(|h| h.to_string())
+                    assert!(!lambda_xray_tracing::is_sampled());
+                    lambda_xray_tracing::trace("not recorded", || ());
+                    lambda_xray_tracing::current_trace_header().map(|h| h.to_string())
                 })
                 .await;
             (ids.0, ids.1, ids.2, ids.3, inside)
@@ -241,8 +246,8 @@ async fn from_config_uses_the_config_it_is_given_and_not_the_environment() {
         // An unsampled branch of this invocation: with the config's
         // `noop_ids: false` its subsegments get real ids (the process-wide
         // default would give the all-zero one).
-        let ctx = lambda_xray::current().unsampled();
-        let id = ctx.wrap(async { lambda_xray::begin_subsegment("unsampled branch").id() }).await;
+        let ctx = lambda_xray_tracing::current().unsampled();
+        let id = ctx.wrap(async { lambda_xray_tracing::begin_subsegment("unsampled branch").id() }).await;
         Ok::<Value, lambda_runtime::Error>(json!({ "id": id.map(|i| i.to_string()) }))
     }));
     let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lambda_xray::{Config, Emitter, NullTransport, TraceContext, TraceError};
+use lambda_xray_tracing::{Config, Emitter, NullTransport, TraceContext, TraceError};
 
 #[test]
 #[allow(unsafe_code)]
@@ -12,7 +12,7 @@ fn init_work_is_dropped_and_runtime_error_applies_after() {
     unsafe { std::env::set_var("AWS_XRAY_CONTEXT_MISSING", "RUNTIME_ERROR") };
 
     // Init (before any invocation): dropped silently, even under RUNTIME_ERROR.
-    let sub = lambda_xray::begin_subsegment("init work");
+    let sub = lambda_xray_tracing::begin_subsegment("init work");
     assert!(!sub.is_sampled());
     drop(sub);
 
@@ -24,13 +24,13 @@ fn init_work_is_dropped_and_runtime_error_applies_after() {
     );
     {
         let _entered = ctx.enter();
-        assert!(lambda_xray::begin_subsegment("inside").is_sampled());
+        assert!(lambda_xray_tracing::begin_subsegment("inside").is_sampled());
     }
 
     // After an invocation has started, a call with no context is a runtime error.
-    let panicked = std::panic::catch_unwind(|| drop(lambda_xray::begin_subsegment("lost context")));
+    let panicked = std::panic::catch_unwind(|| drop(lambda_xray_tracing::begin_subsegment("lost context")));
     let message = panicked.err().and_then(|p| p.downcast_ref::<String>().cloned()).unwrap_or_default();
     assert!(message.contains("RUNTIME_ERROR"), "{message}");
-    assert_eq!(lambda_xray::try_begin_subsegment("lost").err(), Some(TraceError::ContextMissing));
-    assert_eq!(lambda_xray::put_annotation("k", 1), Err(TraceError::ContextMissing));
+    assert_eq!(lambda_xray_tracing::try_begin_subsegment("lost").err(), Some(TraceError::ContextMissing));
+    assert_eq!(lambda_xray_tracing::put_annotation("k", 1), Err(TraceError::ContextMissing));
 }

@@ -6,7 +6,7 @@
 //! Cases per property: `LAMBDA_XRAY_FUZZ_CASES` (default 2,048; CI runs the
 //! default, `scripts/fuzz.sh` a million).
 
-use lambda_xray::{SamplingDecision, TraceHeader};
+use lambda_xray_tracing::{SamplingDecision, TraceHeader};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -74,7 +74,7 @@ proptest! {
 mod sqs {
     use super::*;
     use aws_lambda_events::event::sqs::SqsMessage;
-    use lambda_xray::sqs::{TRACE_HEADER_ATTRIBUTE, is_message_sampled, message_trace_header};
+    use lambda_xray_tracing::sqs::{TRACE_HEADER_ATTRIBUTE, is_message_sampled, message_trace_header};
 
     fn message(value: &str) -> SqsMessage {
         let mut msg = SqsMessage::default();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent, service_fn};
-use lambda_xray::{Config, Emitter, MemoryTransport, UdpTransport, XRayLayer};
+use lambda_xray_tracing::{Config, Emitter, MemoryTransport, UdpTransport, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
@@ -72,11 +72,11 @@ fn extension_layer(cap: &MemoryTransport, config: Config) -> XRayLayer {
 }
 
 async fn handler(_e: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
-    let sub = lambda_xray::begin_subsegment("work");
+    let sub = lambda_xray_tracing::begin_subsegment("work");
     let _ = sub.put_annotation("n", 1);
     drop(sub);
     // A subsegment that ends after an await, as a second document source.
-    lambda_xray::in_subsegment("later", tokio::task::yield_now()).await;
+    lambda_xray_tracing::in_subsegment("later", tokio::task::yield_now()).await;
     Ok(json!("ok"))
 }
 
@@ -122,8 +122,8 @@ async fn a_request_id_needing_escapes_is_valid_json() {
 async fn a_panicking_handler_still_ends_its_invocation() {
     let cap = MemoryTransport::default();
     let mut svc = extension_layer(&cap, Config::default()).layer(service_fn(|_e: LambdaEvent<Value>| async move {
-        let _open = lambda_xray::begin_subsegment("open at the panic");
-        if lambda_xray::is_sampled() || lambda_xray::current_trace_header().is_none() {
+        let _open = lambda_xray_tracing::begin_subsegment("open at the panic");
+        if lambda_xray_tracing::is_sampled() || lambda_xray_tracing::current_trace_header().is_none() {
             panic!("handler exploded");
         }
         Ok::<Value, lambda_runtime::Error>(json!(null))
@@ -218,7 +218,7 @@ async fn a_split_handler_document_ends_the_invocation_on_its_last_datagram() {
     let cap = MemoryTransport::default();
     let mut svc = extension_layer(&cap, Config::default()).layer(service_fn(|_e: LambdaEvent<Value>| async move {
         for i in 0..6 {
-            let sub = lambda_xray::begin_subsegment(&format!("big {i}"));
+            let sub = lambda_xray_tracing::begin_subsegment(&format!("big {i}"));
             let _ = sub.put_metadata("blob", &"x".repeat(20_000));
         }
         Ok::<Value, lambda_runtime::Error>(json!("ok"))

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent, service_fn};
-use lambda_xray::{Config, Emitter, MemoryTransport, TraceContext, XRayLayer};
+use lambda_xray_tracing::{Config, Emitter, MemoryTransport, TraceContext, XRayLayer};
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
@@ -46,15 +46,15 @@ fn library_calls_inside_update_do_not_deadlock_and_are_applied() {
     let ctx = invocation(&cap);
     let ran = within_bound(move || {
         let _entered = ctx.enter();
-        let sub = lambda_xray::begin_subsegment("edited");
+        let sub = lambda_xray_tracing::begin_subsegment("edited");
         let ran = sub.update(|doc| {
             doc.namespace = Some("remote".into());
             // The same subsegment, through the handle and as the current one.
             sub.put_annotation("through_handle", 1).ok();
-            lambda_xray::put_annotation("through_current", true).ok();
+            lambda_xray_tracing::put_annotation("through_current", true).ok();
             sub.record_failure("Kind", "recorded inside update");
             // A child begun and ended inside.
-            lambda_xray::trace("child of edited", || ());
+            lambda_xray_tracing::trace("child of edited", || ());
             // Its own update inside: does nothing.
             let nested = sub.update(|d| d.user = Some("never".into()));
             doc.origin = Some(format!("nested update ran: {nested}"));
@@ -81,7 +81,7 @@ fn a_panic_inside_update_keeps_the_document() {
     let ctx = invocation(&cap);
     within_bound(move || {
         let _entered = ctx.enter();
-        let sub = lambda_xray::begin_subsegment("survives");
+        let sub = lambda_xray_tracing::begin_subsegment("survives");
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             sub.update(|doc| {
                 doc.namespace = Some("remote".into());
@@ -118,7 +118,7 @@ fn a_cyclic_source_chain_is_cut() {
     let ctx = invocation(&cap);
     within_bound(move || {
         let _entered = ctx.enter();
-        let sub = lambda_xray::begin_subsegment("cyclic");
+        let sub = lambda_xray_tracing::begin_subsegment("cyclic");
         sub.record_error(&Cyclic);
     });
     let doc = by_name(&cap.documents(), "cyclic");
@@ -139,13 +139,13 @@ async fn subsegments_the_handler_leaves_open_at_a_panic_are_marked_fault() {
         async move {
             // A task of the invocation, still running when the handler
             // panics: its subsegment ends later, when no panic is visible.
-            let _task = lambda_xray::spawn(lambda_xray::in_subsegment("spawned", async move { gate.notified().await }));
+            let _task = lambda_xray_tracing::spawn(lambda_xray_tracing::in_subsegment("spawned", async move { gate.notified().await }));
             // Held across an await, and an `in_subsegment` scope: dropped
             // while the panic unwinds.
-            let held = lambda_xray::begin_subsegment("held by the future");
-            let result = lambda_xray::in_subsegment("scope", async {
+            let held = lambda_xray_tracing::begin_subsegment("held by the future");
+            let result = lambda_xray_tracing::in_subsegment("scope", async {
                 tokio::task::yield_now().await;
-                if lambda_xray::is_sampled() {
+                if lambda_xray_tracing::is_sampled() {
                     panic!("deep down");
                 }
                 Ok::<Value, lambda_runtime::Error>(json!(null))

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use lambda_xray::tracing_bridge::SubsegmentLayer;
-use lambda_xray::{Config, Emitter, MemoryTransport, TraceContext};
+use lambda_xray_tracing::tracing_bridge::SubsegmentLayer;
+use lambda_xray_tracing::{Config, Emitter, MemoryTransport, TraceContext};
 use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
@@ -14,17 +14,17 @@ fn invocation(cap: &MemoryTransport, sampled: bool) -> TraceContext {
 
 #[tracing::instrument(fields(user = "ada", attempt = 2_u64, ok = true, detail = ?vec![1, 2]))]
 async fn outer() {
-    let _explicit = lambda_xray::begin_subsegment("explicit");
+    let _explicit = lambda_xray_tracing::begin_subsegment("explicit");
     // Created inside an explicit subsegment: nests under it, across awaits.
     inner().await;
     tokio::task::yield_now().await;
-    lambda_xray::put_annotation("after_await", true).ok();
+    lambda_xray_tracing::put_annotation("after_await", true).ok();
 }
 
 #[tracing::instrument]
 async fn inner() {
     tokio::task::yield_now().await;
-    tokio::spawn(async { lambda_xray::trace("in task", || ()) }.instrument(tracing::info_span!("task span"))).await.ok();
+    tokio::spawn(async { lambda_xray_tracing::trace("in task", || ()) }.instrument(tracing::info_span!("task span"))).await.ok();
     tracing::error!(code = 7, "inner failed");
 }
 
@@ -39,7 +39,7 @@ async fn spans_and_explicit_subsegments_nest_in_one_tree() {
     let _default = tracing::subscriber::set_default(subscriber);
     let ctx = invocation(&cap, true);
     ctx.wrap(async {
-        let _root = lambda_xray::begin_subsegment("## handler");
+        let _root = lambda_xray_tracing::begin_subsegment("## handler");
         outer().await;
         // A span from a skipped target records nothing.
         let _s = tracing::info_span!(target: "lambda_runtime", "Lambda runtime invoke").entered();
@@ -85,7 +85,7 @@ async fn target_and_level_choices() {
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     invocation(&cap, true)
         .wrap(async {
-            let _root = lambda_xray::begin_subsegment("## handler");
+            let _root = lambda_xray_tracing::begin_subsegment("## handler");
             let _a = tracing::info_span!("kept").entered();
             let _b = tracing::debug_span!("too detailed").entered();
             let _c = tracing::info_span!(target: "other_crate", "elsewhere").entered();
@@ -103,7 +103,7 @@ struct Loud(usize);
 
 impl std::fmt::Debug for Loud {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = lambda_xray::put_annotation("formatted", true);
+        let _ = lambda_xray_tracing::put_annotation("formatted", true);
         tracing::error!("formatting a loud value");
         f.write_str(&"x".repeat(self.0))
     }
@@ -117,7 +117,7 @@ fn a_field_whose_debug_logs_does_not_deadlock_and_values_are_capped() {
     std::thread::spawn(move || {
         let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(SubsegmentLayer::new()));
         let _entered = ctx.enter();
-        let root = lambda_xray::begin_subsegment("## handler");
+        let root = lambda_xray_tracing::begin_subsegment("## handler");
         {
             let span = tracing::info_span!("loud", value = ?Loud(100_000), later = tracing::field::Empty);
             span.record("later", tracing::field::debug(Loud(10)));
@@ -137,11 +137,11 @@ fn a_field_whose_debug_logs_does_not_deadlock_and_values_are_capped() {
     let loud = &handler["subsegments"][0];
     assert_eq!(loud["name"], "loud");
     let value = loud["metadata"]["tracing"]["value"].as_str().unwrap_or_default();
-    assert_eq!(value.len(), lambda_xray::tracing_bridge::MAX_FIELD_BYTES, "capped");
+    assert_eq!(value.len(), lambda_xray_tracing::tracing_bridge::MAX_FIELD_BYTES, "capped");
     assert!(value.ends_with('…'));
     assert_eq!(loud["metadata"]["tracing"]["later"], "xxxxxxxxxx");
     // 100 ERROR events: the first 32 kept, the rest counted.
     let exceptions = loud["cause"]["exceptions"].as_array().cloned().unwrap_or_default();
-    assert_eq!(exceptions.len(), lambda_xray::tracing_bridge::MAX_EVENT_EXCEPTIONS);
+    assert_eq!(exceptions.len(), lambda_xray_tracing::tracing_bridge::MAX_EVENT_EXCEPTIONS);
     assert_eq!(exceptions[31]["skipped"], 68);
 }

@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p lambda-xray-e2e --bench function_cpu`
 //!
 //! The function is `bench-function` (`tests/src/bin/bench-function.rs`, built
-//! by cargo with the bench profile): traced, `lambda_xray::run` with the
+//! by cargo with the bench profile): traced, `lambda_xray_tracing::run` with the
 //! `## handler` subsegment and 10 child subsegments of one annotation each;
 //! untraced, plain `lambda_runtime::run` doing the same work. This process
 //! stands in for the Lambda Runtime API (a minimal HTTP/1.1 server on

@@ -228,8 +228,8 @@ pub enum Outcome {
 
 /// A trace header for a new sampled (or not) invocation.
 pub fn new_trace_header(sampled: bool) -> (String, String, String) {
-    let root = lambda_xray::TraceId::new().to_string();
-    let parent = lambda_xray::EntityId::random().to_string();
+    let root = lambda_xray_tracing::TraceId::new().to_string();
+    let parent = lambda_xray_tracing::EntityId::random().to_string();
     let header = format!("Root={root};Parent={parent};Sampled={}", if sampled { 1 } else { 0 });
     (header, root, parent)
 }

@@ -13,9 +13,9 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use lambda_xray::{Config, Emitter, MemoryTransport, TraceContext, XRayInterceptor};
 use lambda_xray_e2e::moto::{Moto, RecordingProxy, free_port};
 use lambda_xray_e2e::schema;
+use lambda_xray_tracing::{Config, Emitter, MemoryTransport, TraceContext, XRayInterceptor};
 use serde_json::Value;
 
 const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
@@ -133,7 +133,7 @@ async fn sdk_calls_are_subsegments_and_propagate_on_the_wire() {
             (url, messages.len())
         }
     };
-    let (url, received) = invocation(Some(&header), &cap).wrap(lambda_xray::in_subsegment("## handler", work)).await;
+    let (url, received) = invocation(Some(&header), &cap).wrap(lambda_xray_tracing::in_subsegment("## handler", work)).await;
 
     let docs = cap.docs();
     assert_eq!(docs.len(), 1, "{docs:#?}");
@@ -224,7 +224,7 @@ async fn service_errors_are_errors_and_connection_failures_are_faults() {
     let closed = client(&format!("http://127.0.0.1:{}", free_port().unwrap()), 2);
     let header = sampled_header();
     let (missing, refused) = invocation(Some(&header), &cap)
-        .wrap(lambda_xray::in_subsegment("## handler", async move {
+        .wrap(lambda_xray_tracing::in_subsegment("## handler", async move {
             let missing = sqs.get_queue_url().queue_name("no-such-queue").send().await;
             let refused = closed.send_message().queue_url("http://127.0.0.1:1/000000000000/q").message_body("x").send().await;
             (missing, refused)
@@ -298,8 +298,8 @@ async fn sqs_batches_follow_each_messages_sampling_decision() {
     let sqs2 = sqs.clone();
     let url2 = url.clone();
     let response = invocation(Some(&header), &cap)
-        .wrap(lambda_xray::in_subsegment("## handler", async move {
-            lambda_xray::sqs::process_batch(event, |msg: SqsMessage| {
+        .wrap(lambda_xray_tracing::in_subsegment("## handler", async move {
+            lambda_xray_tracing::sqs::process_batch(event, |msg: SqsMessage| {
                 let (sqs, url) = (sqs2.clone(), url2.clone());
                 async move {
                     let id = msg.message_id.unwrap_or_default();
@@ -360,7 +360,7 @@ async fn timeouts_are_faults_with_a_cause() {
     let cap = Capture::default();
     let header = sampled_header();
     let (a, o) = invocation(Some(&header), &cap)
-        .wrap(lambda_xray::in_subsegment("## handler", async move {
+        .wrap(lambda_xray_tracing::in_subsegment("## handler", async move {
             let a = attempt.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await;
             let o = operation.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await;
             (a, o)
@@ -548,7 +548,7 @@ async fn throttling_and_server_errors_with_retries() {
     let header = sampled_header();
     let clients = [client(&throttling, 2), client(&too_many, 1), client(&internal, 2)];
     let results = invocation(Some(&header), &cap)
-        .wrap(lambda_xray::in_subsegment("## handler", async move {
+        .wrap(lambda_xray_tracing::in_subsegment("## handler", async move {
             let mut out = Vec::new();
             for c in &clients {
                 out.push(c.send_message().queue_url("http://q/000000000000/q").message_body("x").send().await.is_err());

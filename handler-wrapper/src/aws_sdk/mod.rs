@@ -7,7 +7,7 @@
 //! ```ignore
 //! let shared = aws_config::load_from_env().await;
 //! let sqs = aws_sdk_sqs::Client::from_conf(
-//!     aws_sdk_sqs::config::Builder::from(&shared).interceptor(lambda_xray::XRayInterceptor::new()).build(),
+//!     aws_sdk_sqs::config::Builder::from(&shared).interceptor(lambda_xray_tracing::XRayInterceptor::new()).build(),
 //! );
 //! ```
 //!
@@ -81,7 +81,7 @@ const THROTTLING_CODES: &[&str] = &[
 /// let config = aws_sdk_sqs::Config::builder()
 ///     .behavior_version_latest()
 ///     .region(aws_sdk_sqs::config::Region::new("eu-west-1"))
-///     .interceptor(lambda_xray::XRayInterceptor::new())
+///     .interceptor(lambda_xray_tracing::XRayInterceptor::new())
 ///     .build();
 /// let sqs = aws_sdk_sqs::Client::from_conf(config);
 /// # drop(sqs);

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use lambda_xray::{FutureExt, in_subsegment, put_annotation, put_metadata_in, trace};
+use lambda_xray_tracing::{FutureExt, in_subsegment, put_annotation, put_metadata_in, trace};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,7 +71,7 @@ async fn load_profile(name: &str, corrupt: bool) -> Result<u32, ProfileError> {
         let raw = if corrupt { "not-a-number" } else { "42" };
         raw.parse::<u32>().map_err(|source| {
             let err = ProfileError { user: name.to_owned(), source };
-            let _ = lambda_xray::record_error(&err);
+            let _ = lambda_xray_tracing::record_error(&err);
             err
         })
     })
@@ -102,7 +102,7 @@ async fn handler(event: LambdaEvent<Request>) -> Result<Response, Error> {
     let _ = audit.await;
 
     for i in 0..req.children {
-        let child = lambda_xray::begin_subsegment("child");
+        let child = lambda_xray_tracing::begin_subsegment("child");
         let _ = child.put_annotation("index", i);
     }
 
@@ -110,7 +110,7 @@ async fn handler(event: LambdaEvent<Request>) -> Result<Response, Error> {
         // Four subsegments share the requested size.
         let per_part = req.metadata_kb * 1024 / 4;
         for part in 0..4 {
-            let sub = lambda_xray::begin_subsegment("bulk metadata");
+            let sub = lambda_xray_tracing::begin_subsegment("bulk metadata");
             let _ = sub.put_metadata_in("bulk", "blob", &"x".repeat(per_part));
             let _ = sub.put_annotation("part", part);
         }
@@ -130,5 +130,5 @@ async fn main() -> Result<(), Error> {
     if std::env::var_os("SAMPLE_WITHOUT_TRACING").is_some() {
         return lambda_runtime::run(service_fn(handler)).await;
     }
-    lambda_xray::run(service_fn(handler)).await
+    lambda_xray_tracing::run(service_fn(handler)).await
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use lambda_xray::tracing_bridge::SubsegmentLayer;
+use lambda_xray_tracing::tracing_bridge::SubsegmentLayer;
 use serde_json::{Value, json};
 use tracing::Instrument;
 use tracing_subscriber::prelude::*;
@@ -25,7 +25,7 @@ async fn handle_order(payload: &Value) -> Result<u64, Error> {
     // Work in a spawned task keeps its place in the trace with `.instrument`.
     let shipping = tokio::spawn(quote_shipping(total).instrument(tracing::Span::current())).await?;
     // Explicit subsegments and spans mix: this one nests under `handle_order`.
-    lambda_xray::in_subsegment("persist order", tokio::time::sleep(Duration::from_millis(1))).await;
+    lambda_xray_tracing::in_subsegment("persist order", tokio::time::sleep(Duration::from_millis(1))).await;
     Ok(total + shipping)
 }
 
@@ -57,5 +57,5 @@ async fn main() -> Result<(), Error> {
         .with(SubsegmentLayer::new())
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time())
         .init();
-    lambda_xray::run(service_fn(handler)).await
+    lambda_xray_tracing::run(service_fn(handler)).await
 }

@@ -1,7 +1,7 @@
 //! An SQS-triggered Lambda function: per-message sampling and partial batch
 //! failures.
 //!
-//! Each message is processed in its own scope ([`lambda_xray::sqs`]): a
+//! Each message is processed in its own scope ([`lambda_xray_tracing::sqs`]): a
 //! message its producer sampled (`AWSTraceHeader` with `Sampled=1`) gets a
 //! `Processing Message` subsegment with `message_id` and `producer_trace_id`
 //! annotations; the others are processed unsampled (nothing recorded, and SDK
@@ -16,7 +16,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use lambda_xray::XRayInterceptor;
+use lambda_xray_tracing::XRayInterceptor;
 
 async fn sqs_client() -> aws_sdk_sqs::Client {
     let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
@@ -28,8 +28,8 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 async fn process(forward: Option<(&aws_sdk_sqs::Client, &str)>, msg: SqsMessage) -> Result<(), Error> {
     let body = msg.body.unwrap_or_default();
     // Work of our own, nested under the message's subsegment when it is sampled.
-    let words = lambda_xray::trace("parse", || body.split_whitespace().count());
-    lambda_xray::put_metadata_in("consumer", "words", &words)?;
+    let words = lambda_xray_tracing::trace("parse", || body.split_whitespace().count());
+    lambda_xray_tracing::put_metadata_in("consumer", "words", &words)?;
     if body.starts_with("fail") {
         return Err(format!("cannot process message {}", msg.message_id.unwrap_or_default()).into());
     }
@@ -40,7 +40,7 @@ async fn process(forward: Option<(&aws_sdk_sqs::Client, &str)>, msg: SqsMessage)
 }
 
 async fn handler(forward: Option<(&aws_sdk_sqs::Client, &str)>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    Ok(lambda_xray::sqs::process_batch(event.payload, |msg| process(forward, msg)).await)
+    Ok(lambda_xray_tracing::sqs::process_batch(event.payload, |msg| process(forward, msg)).await)
 }
 
 #[tokio::main]
@@ -50,7 +50,7 @@ async fn main() -> Result<(), Error> {
         Some(_) => Some(sqs_client().await),
         None => None,
     };
-    lambda_xray::run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    lambda_xray_tracing::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let forward = sqs.as_ref().zip(forward_url.as_deref());
         async move { handler(forward, event).await }
     }))

@@ -1,6 +1,6 @@
 //! A Lambda function that sends to SQS through the traced AWS SDK client.
 //!
-//! The client gets [`lambda_xray::XRayInterceptor`] once, when it is built
+//! The client gets [`lambda_xray_tracing::XRayInterceptor`] once, when it is built
 //! during init; from then on every call it makes is an `SQS` subsegment of the
 //! invocation, and each request carries `X-Amzn-Trace-Id` naming that
 //! subsegment, which SQS keeps as the message's `AWSTraceHeader`.
@@ -14,7 +14,7 @@
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use lambda_xray::XRayInterceptor;
+use lambda_xray_tracing::XRayInterceptor;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +39,7 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 
 async fn handler(sqs: &aws_sdk_sqs::Client, queue_url: &str, event: LambdaEvent<Request>) -> Result<Response, Error> {
     let req = event.payload;
-    lambda_xray::put_metadata_in("sender", "count", &req.messages.len())?;
+    lambda_xray_tracing::put_metadata_in("sender", "count", &req.messages.len())?;
     let mut sent = Vec::new();
     if req.batch {
         let entries = req
@@ -63,7 +63,7 @@ async fn handler(sqs: &aws_sdk_sqs::Client, queue_url: &str, event: LambdaEvent<
 async fn main() -> Result<(), Error> {
     let queue_url = std::env::var("QUEUE_URL").map_err(|_| "QUEUE_URL is not set")?;
     let sqs = sqs_client().await;
-    lambda_xray::run(service_fn(|event: LambdaEvent<Request>| {
+    lambda_xray_tracing::run(service_fn(|event: LambdaEvent<Request>| {
         let (sqs, queue_url) = (&sqs, queue_url.as_str());
         async move { handler(sqs, queue_url, event).await }
     }))

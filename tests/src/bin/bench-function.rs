@@ -1,6 +1,6 @@
 //! The function the `function_cpu` benchmark runs (`tests/benches/function_cpu.rs`).
 //!
-//! `BENCH_MODE=traced`: the handler runs under `lambda_xray::run` (the
+//! `BENCH_MODE=traced`: the handler runs under `lambda_xray_tracing::run` (the
 //! `## handler` subsegment, `ColdStart`/`Service` annotations, the response
 //! captured as metadata) and opens 10 child subsegments with one annotation
 //! each. Any other value: plain `lambda_runtime::run(service_fn(..))` doing the
@@ -37,7 +37,7 @@ async fn untraced(event: LambdaEvent<Request>) -> Result<Response, Error> {
 async fn traced(event: LambdaEvent<Request>) -> Result<Response, Error> {
     let mut sum = 0u64;
     for i in 0..10 {
-        let sub = lambda_xray::begin_subsegment("step");
+        let sub = lambda_xray_tracing::begin_subsegment("step");
         let _ = sub.put_annotation("index", i);
         sum = sum.wrapping_add(step(event.payload.n, i));
         sub.end();
@@ -48,7 +48,7 @@ async fn traced(event: LambdaEvent<Request>) -> Result<Response, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     if std::env::var("BENCH_MODE").as_deref() == Ok("traced") {
-        lambda_xray::run(service_fn(traced)).await
+        lambda_xray_tracing::run(service_fn(traced)).await
     } else {
         lambda_runtime::run(service_fn(untraced)).await
     }
