@@ -226,7 +226,7 @@ impl TraceContext {
     /// `Invocation::fault_open`).
     pub(crate) fn fault_open(&self) {
         if let Current::Sampled { inv, .. } = &self.0 {
-            inv.fault_open(&crate::error::cause_from_message("panic", "the handler panicked while this subsegment was open", None));
+            inv.fault_open(&crate::cause::cause_from_message("panic", "the handler panicked while this subsegment was open", None));
         }
     }
 }

@@ -229,7 +229,7 @@ mod tests {
         doc.error = true;
         doc.throttle = true;
         doc.fault = true;
-        doc.cause = Some(Cause::Details(crate::error::cause_from_message("Kind\n", "a \"message\"\t", None)));
+        doc.cause = Some(Cause::Details(crate::cause::cause_from_message("Kind\n", "a \"message\"\t", None)));
         let _ = doc.annotations.insert("s", ("line\nbreak \u{1} \"q\"").into());
         let _ = doc.annotations.insert("f", (1.5).into());
         let _ = doc.annotations.insert("neg", (-3).into());

@@ -8,20 +8,13 @@
 //! a count or size threshold streams them out as their own documents.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use crate::clock::now_seconds;
 use crate::document::{Document, Finished};
 use crate::emitter::Emitter;
 use crate::header::{SamplingDecision, TraceHeader};
 use crate::id::{EntityId, TraceId};
-
-/// Current time as X-Ray wants it: epoch seconds with microsecond resolution.
-pub(crate) fn now_seconds() -> f64 {
-    // u64 microseconds (good for 584,000 years) convert to f64 exactly and
-    // much faster than u128.
-    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-    micros as f64 / 1e6
-}
 
 /// A handle on an open node; `gen` guards against a reused slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

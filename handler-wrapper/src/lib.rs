@@ -40,6 +40,8 @@
 #[cfg(feature = "aws-sdk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub mod aws_sdk;
+mod cause;
+mod clock;
 mod config;
 mod context;
 mod deadline;

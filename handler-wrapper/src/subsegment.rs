@@ -10,9 +10,10 @@ use std::task::{Context as TaskContext, Poll};
 
 use serde::Serialize;
 
+use crate::cause::{cause_from_error, cause_from_message, short_type_name};
 use crate::context::{Current, context_missing, run_in, with_current};
 use crate::document::{AnnotationValue, DEFAULT_METADATA_NAMESPACE, Document, validate_annotation_key, validate_metadata_namespace};
-use crate::error::{TraceError, cause_from_error, cause_from_message, short_type_name};
+use crate::error::TraceError;
 use crate::header::TraceHeader;
 use crate::id::EntityId;
 use crate::invocation::{Invocation, NodeRef};

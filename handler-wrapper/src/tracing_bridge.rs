@@ -40,9 +40,9 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::cause::{cause_from_error, cause_from_message};
 use crate::context::{Current, swap_current, with_current};
 use crate::document::{Cause, Document, truncate, validate_annotation_key};
-use crate::error::{cause_from_error, cause_from_message};
 use crate::subsegment::{Subsegment, begin_child, with_current_doc};
 
 /// Targets skipped by default: the runtime's, HTTP stack's and AWS SDK's own spans.

@@ -45,10 +45,10 @@ use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
+use crate::cause::{cause_from_error, cause_from_message};
+use crate::clock::now_seconds;
 use crate::context::{Current, TraceContext, context_missing, current};
 use crate::document::{Aws, Cause, Document, MAX_MESSAGE_LEN, truncate};
-use crate::error::{cause_from_error, cause_from_message};
-use crate::invocation::now_seconds;
 use crate::subsegment::Subsegment;
 use fields::{Message, Side};
 
