@@ -398,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn big_causes_count_towards_the_stream_threshold() {
+        let (inv, cap) = invocation(StreamLimits { max_children: 100, max_bytes: 10_000 });
+        let (outer, _) = inv.begin(None, "outer");
+        for i in 0..10 {
+            let (c, _) = inv.begin(Some(outer), &format!("c{i}"));
+            let cause = crate::cause::cause_from_message("Big", &"m".repeat(1000), None);
+            inv.edit(c, move |d| d.fail(cause));
+            inv.end(c);
+        }
+        // Each child carries over 1 KB of cause: past 10,000 bytes the
+        // completed ones go out while the parent is open (counted at a flat
+        // 400 bytes per cause, 10 children never got there).
+        let streamed = cap.documents();
+        assert!((7..=9).contains(&streamed.len()), "{}", streamed.len());
+        assert!(streamed.iter().all(|d| d["fault"] == true && d["type"] == "subsegment"));
+        inv.end(outer);
+        let docs = cap.documents();
+        assert_eq!(docs.len(), streamed.len() + 1);
+        let embedded = docs.last().and_then(|d| d["subsegments"].as_array()).map_or(0, Vec::len);
+        assert_eq!(streamed.len() + embedded, 10);
+    }
+
+    #[test]
     fn a_child_outliving_its_parent_keeps_the_parent_id() {
         let (inv, cap) = invocation(WIDE);
         let (outer, outer_id) = inv.begin(None, "outer");
