@@ -194,21 +194,22 @@ impl Subsegment {
     /// [`Subsegment::set_error_flags`] for client errors).
     #[track_caller]
     pub fn record_error<E: std::error::Error + 'static>(&self, err: &E) {
+        self.record_error_at(err, Some(std::any::type_name::<E>()), Location::caller());
+    }
+
+    /// [`Self::record_error`] with the type name and the caller's location given.
+    fn record_error_at(&self, err: &(dyn std::error::Error + 'static), type_name: Option<&str>, at: &Location<'_>) {
         if !self.is_sampled() {
             return;
         }
-        let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(Location::caller()));
+        let cause = cause_from_error(err, type_name, Some(at));
         self.edit(move |d| d.fail(cause));
     }
 
     /// Records a `dyn Error` (type name unknown) in `cause` and marks `fault`.
     #[track_caller]
     pub fn record_dyn_error(&self, err: &(dyn std::error::Error + 'static)) {
-        if !self.is_sampled() {
-            return;
-        }
-        let cause = cause_from_error(err, None, Some(Location::caller()));
-        self.edit(move |d| d.fail(cause));
+        self.record_error_at(err, None, Location::caller());
     }
 
     /// Records a failure given as type and message and marks `fault`.
@@ -374,14 +375,14 @@ impl<F: Future> Future for InSubsegment<F> {
 }
 
 enum Target {
-    Node(Arc<Invocation>, NodeRef),
+    Node(Arc<Invocation>, NodeRef, EntityId),
     Noop,
 }
 
 /// The current subsegment, for the free functions that act on it.
 fn current_target(what: &str) -> Result<Target, TraceError> {
     let found = with_current(|c| match c {
-        Current::Sampled { inv, node: Some((r, _)) } => Ok(Target::Node(inv.clone(), *r)),
+        Current::Sampled { inv, node: Some((r, id)) } => Ok(Target::Node(inv.clone(), *r, *id)),
         Current::Sampled { node: None, .. } => Err(TraceError::LambdaSegmentIsReadOnly),
         Current::Untraced | Current::Unsampled { .. } => Ok(Target::Noop),
         Current::Outside => Err(TraceError::ContextMissing),
@@ -393,19 +394,28 @@ fn current_target(what: &str) -> Result<Target, TraceError> {
     found
 }
 
+/// Runs `f` on the current subsegment through a handle that does not end it
+/// (`None`: unsampled or untraced, nothing to do): the free functions are the
+/// [`Subsegment`] methods applied to the current subsegment.
+fn on_current<T>(what: &str, f: impl FnOnce(&Subsegment) -> T) -> Result<Option<T>, TraceError> {
+    match current_target(what)? {
+        Target::Node(inv, node, id) => {
+            let mut view = std::mem::ManuallyDrop::new(Subsegment { inner: Inner::Sampled { inv, node, id, prev: None } });
+            let out = f(&view);
+            // Never ended by the view: release only what it holds.
+            drop(std::mem::replace(&mut view.inner, Inner::Noop));
+            Ok(Some(out))
+        }
+        Target::Noop => Ok(None),
+    }
+}
+
 /// Adds an annotation to the current subsegment; see [`Subsegment::put_annotation`].
 /// On the Lambda segment itself (no subsegment open) this returns
 /// [`TraceError::LambdaSegmentIsReadOnly`].
 pub fn put_annotation(key: &str, value: impl Into<AnnotationValue>) -> Result<(), TraceError> {
     validate_annotation_key(key)?;
-    match current_target("put_annotation")? {
-        Target::Node(inv, r) => {
-            let (key, value) = (key.to_owned(), value.into());
-            inv.edit(r, move |d| d.annotations.insert_owned(key, value));
-            Ok(())
-        }
-        Target::Noop => Ok(()),
-    }
+    on_current("put_annotation", |s| s.put_annotation(key, value))?.unwrap_or(Ok(()))
 }
 
 /// Adds metadata to the current subsegment under the `default` namespace.
@@ -416,33 +426,20 @@ pub fn put_metadata<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), T
 /// Adds metadata to the current subsegment under `namespace`.
 pub fn put_metadata_in<T: Serialize + ?Sized>(namespace: &str, key: &str, value: &T) -> Result<(), TraceError> {
     validate_metadata_namespace(namespace)?;
-    match current_target("put_metadata")? {
-        Target::Node(inv, r) => {
-            let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-            let (namespace, key) = (namespace.to_owned(), key.to_owned());
-            inv.edit(r, move |d| d.metadata.insert_owned(namespace, key, raw));
-            Ok(())
-        }
-        Target::Noop => Ok(()),
-    }
+    on_current("put_metadata", |s| s.put_metadata_in(namespace, key, value))?.unwrap_or(Ok(()))
 }
 
 /// Records an error on the current subsegment; see [`Subsegment::record_error`].
 #[track_caller]
 pub fn record_error<E: std::error::Error + 'static>(err: &E) -> Result<(), TraceError> {
     let at = Location::caller();
-    if let Target::Node(inv, r) = current_target("record_error")? {
-        let cause = cause_from_error(err, Some(std::any::type_name::<E>()), Some(at));
-        inv.edit(r, move |d| d.fail(cause));
-    }
+    on_current("record_error", |s| s.record_error_at(err, Some(std::any::type_name::<E>()), at))?;
     Ok(())
 }
 
 /// Sets the HTTP status (and flag) of the current subsegment.
 pub fn set_http_status(status: u16) -> Result<(), TraceError> {
-    if let Target::Node(inv, r) = current_target("set_http_status")? {
-        inv.edit(r, move |d| d.apply_http_status(status));
-    }
+    on_current("set_http_status", |s| s.set_http_status(status))?;
     Ok(())
 }
 

@@ -264,3 +264,29 @@ async fn from_config_uses_the_config_it_is_given_and_not_the_environment() {
     assert_eq!(doc["annotations"]["Service"], "configured");
     assert!(doc.get("metadata").is_none(), "capture_response: false: {doc:#}");
 }
+
+#[tokio::test]
+async fn free_functions_act_on_the_current_subsegment_and_keep_the_callers_location() {
+    let cap = MemoryTransport::default();
+    let mut svc = layer(&cap).layer(service_fn(|_e: LambdaEvent<Value>| async move {
+        let _sub = lambda_xray_tracing::begin_subsegment("current");
+        lambda_xray_tracing::put_annotation("k", 1)?;
+        lambda_xray_tracing::put_metadata("m", &[1, 2])?;
+        lambda_xray_tracing::set_http_status(503)?;
+        let line = line!() + 1;
+        lambda_xray_tracing::record_error(&"x".parse::<u8>().expect_err("not a number"))?;
+        Ok::<Value, lambda_runtime::Error>(json!(line))
+    }));
+    let sampled = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    let line = svc.call(event(json!({}), Some(&sampled))).await.ok().unwrap_or_default();
+    let docs = cap.documents();
+    let sub = &docs[0]["subsegments"][0];
+    assert_eq!(sub["name"], "current");
+    assert_eq!(sub["annotations"]["k"], 1);
+    assert_eq!(sub["metadata"]["default"]["m"], json!([1, 2]));
+    assert_eq!(sub["http"]["response"]["status"], 503);
+    assert_eq!(sub["fault"], true);
+    let frame = &sub["cause"]["exceptions"][0]["stack"][0];
+    assert_eq!(frame["path"], file!());
+    assert_eq!(frame["line"], line);
+}
