@@ -19,8 +19,8 @@ cargo run --quiet -p layer-build -- --arch arm64
 cargo test --workspace --all-features
 # The library's public API against its committed snapshot.
 ./scripts/public-api.sh
-# The library's crates.io package builds on its own.
-cargo package --quiet -p lambda-xray-tracing --allow-dirty
+# The crates.io packages (the protocol crate and the library) build on their own.
+cargo package --quiet -p lambda-xray-wire -p lambda-xray-tracing --allow-dirty
 # The layers' extensions (the static musl release builds in the zips) through
 # the extension's end-to-end tests: the machine's own architecture natively,
 # the other under qemu-user (scripts/setup-system.sh installs it).

@@ -13,11 +13,11 @@ use crate::log::Level;
 /// Where the intake listens unless `LAMBDA_XRAY_EXTENSION_LISTEN` says otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 2001));
 /// The marker file the function-side library reads to find the extension.
-pub const DEFAULT_MARKER: &str = "/tmp/.lambda-xray-extension";
+pub const DEFAULT_MARKER: &str = lambda_xray_wire::DEFAULT_EXTENSION_MARKER;
 /// The X-Ray daemon's address inside Lambda.
 pub const DEFAULT_DAEMON: &str = "169.254.79.129:2000";
 /// The daemon reads at most 64 KiB per datagram; anything larger is lost.
-pub const MAX_DATAGRAM: usize = 64 * 1024;
+pub const MAX_DATAGRAM: usize = lambda_xray_wire::MAX_DATAGRAM_BYTES;
 /// Port of the Telemetry API listener. Not the `lambda-extension` crate's 9003,
 /// which other extensions built on it use too.
 pub const DEFAULT_TELEMETRY_PORT: u16 = 2002;

@@ -18,25 +18,19 @@ pub struct TraceHeader {
 }
 
 impl TraceHeader {
-    /// Parses a header value; malformed parts are ignored, never fatal. A
-    /// `Root` that is not an X-Ray trace id (`1-` 8 hex `-` 24 hex) or a
-    /// `Parent` that is not 16 hex digits is left out, so nothing is
-    /// recorded under it (the daemon would reject it).
+    /// Parses a header value with the library's strict parser
+    /// (`lambda-xray-wire`): a malformed header (a `Root` that is not an X-Ray
+    /// trace id, a bad `Parent`...) gives an empty one, so nothing is recorded
+    /// under it (the daemon would reject it).
     pub fn parse(value: &str) -> Self {
-        let mut header = Self::default();
-        for part in value.split(';') {
-            let Some((key, val)) = part.trim().split_once('=') else {
-                continue;
-            };
-            let val = val.trim();
-            match key.trim() {
-                "Root" if is_trace_id(val) => header.root = Some(val.to_owned()),
-                "Parent" if is_hex(val, 16) => header.parent = Some(val.to_owned()),
-                "Sampled" => header.sampled = val == "1",
-                _ => {}
-            }
+        match lambda_xray_wire::TraceHeader::parse(value) {
+            Ok(h) => TraceHeader {
+                root: h.root().map(|r| r.as_str().to_owned()),
+                parent: h.parent().map(|p| p.to_string()),
+                sampled: h.sampled() == lambda_xray_wire::SamplingDecision::Sampled,
+            },
+            Err(_) => TraceHeader::default(),
         }
-        header
     }
 
     /// Root and Parent when the invocation is sampled: only then is anything recorded.
@@ -46,22 +40,6 @@ impl TraceHeader {
             _ => None,
         }
     }
-}
-
-/// `n` hex digits.
-fn is_hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// An X-Ray trace id: `1-`, 8 hex digits (epoch seconds), `-`, 24 hex digits.
-fn is_trace_id(s: &str) -> bool {
-    // Bytes, not str slices: a multi-byte char must not make it panic.
-    let b = s.as_bytes();
-    b.len() == 35
-        && b.starts_with(b"1-")
-        && b[10] == b'-'
-        && b[2..10].iter().all(u8::is_ascii_hexdigit)
-        && b[11..].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// The figures of one `platform.report`.

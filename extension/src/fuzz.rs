@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use crate::enrich::{Report, TraceHeader, report_subsegment};
 use crate::telemetry::{Event, parse_batch};
-use crate::wire::{Datagram, MAX_REQUEST_ID, classify, frame};
+use lambda_xray_wire::{Datagram, MAX_REQUEST_ID, classify, frame};
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("LAMBDA_XRAY_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);

@@ -3,7 +3,7 @@
 use std::panic::Location;
 
 use crate::document::{CauseDetails, Exception, MAX_MESSAGE_LEN, StackFrame, truncate};
-use crate::id::EntityId;
+use lambda_xray_wire::EntityId;
 
 /// At most this many errors of a chain are recorded; the rest are counted in `skipped`.
 const MAX_CHAIN: usize = 10;

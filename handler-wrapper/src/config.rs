@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use lambda_xray_wire::DEFAULT_EXTENSION_MARKER;
+
 /// What to do when code asks for the current trace context and there is none
 /// (`AWS_XRAY_CONTEXT_MISSING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +53,6 @@ pub struct Config {
     /// else `handler`: the subsegment is named `## <handler_name>`.
     pub handler_name: String,
 }
-
-/// The marker file's default path.
-pub(crate) const DEFAULT_EXTENSION_MARKER: &str = "/tmp/.lambda-xray-extension";
 
 /// Parses a boolean the way the reference SDKs do: y/yes/t/true/on/1 and
 /// n/no/f/false/off/0, any case. Anything else is `None`.

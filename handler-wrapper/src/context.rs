@@ -17,9 +17,9 @@ use std::time::SystemTime;
 
 use crate::config::{self, Config, ContextMissing};
 use crate::emitter::{self, Emitter};
-use crate::header::{SamplingDecision, TraceHeader};
-use crate::id::EntityId;
 use crate::invocation::{Invocation, NodeRef, StreamLimits};
+use lambda_xray_wire::EntityId;
+use lambda_xray_wire::{SamplingDecision, TraceHeader};
 
 /// An unsampled invocation: nothing is recorded, the decision is propagated.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::error::TraceError;
-use crate::id::{EntityId, TraceId};
+use lambda_xray_wire::{EntityId, TraceId};
 
 /// Longest entity name X-Ray accepts.
 pub const MAX_NAME_LEN: usize = 200;

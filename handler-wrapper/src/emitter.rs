@@ -11,17 +11,17 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use serde::Serialize;
+use lambda_xray_wire::ControlMessage;
 
 use crate::config::Config;
 use crate::document::{Document, Finished};
 
-/// Largest datagram sent, header included. The daemon reads 64 KiB; like the
-/// Java SDK we stay a little under.
-pub const MAX_DATAGRAM_BYTES: usize = 63 * 1024;
+/// Largest datagram sent, header included. The daemon reads
+/// [`lambda_xray_wire::MAX_DATAGRAM_BYTES`] (64 KiB); like the Java SDK we stay
+/// a little under.
+pub const MAX_DATAGRAM_BYTES: usize = lambda_xray_wire::MAX_DATAGRAM_BYTES - 1024;
 
-/// The default daemon address outside Lambda.
-pub const DEFAULT_DAEMON_ADDRESS: &str = "127.0.0.1:2000";
+pub use lambda_xray_wire::DEFAULT_DAEMON_ADDRESS;
 
 /// Where datagrams go. Implementations must not block.
 pub trait Transport: Send + Sync + 'static {
@@ -62,27 +62,8 @@ impl Transport for UdpTransport {
 /// Parses `AWS_XRAY_DAEMON_ADDRESS`: `host:port`, or `tcp:host:port udp:host:port`
 /// in either order. Returns the UDP address.
 pub(crate) fn parse_daemon_address(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let udp = match parts.as_slice() {
-        [single] if !single.starts_with("tcp:") && !single.starts_with("udp:") => *single,
-        [a, b] => {
-            let mut udp = None;
-            let mut tcp = false;
-            for p in [a, b] {
-                if let Some(rest) = p.strip_prefix("udp:") {
-                    udp = Some(rest);
-                } else if p.starts_with("tcp:") {
-                    tcp = true;
-                }
-            }
-            match (udp, tcp) {
-                (Some(u), true) => u,
-                _ => return Err(format!("{s:?} must be host:port or \"tcp:host:port udp:host:port\"")),
-            }
-        }
-        _ => return Err(format!("{s:?} must be host:port or \"tcp:host:port udp:host:port\"")),
-    };
+    let udp = lambda_xray_wire::daemon_udp_part(s)
+        .ok_or_else(|| format!("{:?} must be host:port or \"tcp:host:port udp:host:port\"", s.trim()))?;
     udp.to_socket_addrs().map_err(|e| format!("{udp:?}: {e}"))?.next().ok_or_else(|| format!("{udp:?} resolves to no address"))
 }
 
@@ -130,23 +111,6 @@ impl std::fmt::Debug for Emitter {
     }
 }
 
-#[derive(Serialize)]
-struct WireHeader {
-    format: &'static str,
-    version: u8,
-}
-
-#[derive(Serialize)]
-struct ControlMessage<'a> {
-    daemon_address: &'a str,
-}
-
-/// The control message that ends an invocation: all its documents are sent.
-#[derive(Serialize)]
-struct InvocationDone<'a> {
-    invocation_done: &'a str,
-}
-
 thread_local! {
     /// The request id of the invocation ending on this thread, while its
     /// handler subsegment goes out (see [`with_invocation_done`]).
@@ -166,27 +130,22 @@ pub(crate) fn with_invocation_done<T>(request_id: String, f: impl FnOnce() -> T)
     (out, left)
 }
 
+/// `line` and its newline, made once.
+fn header_line(cell: &'static OnceLock<Vec<u8>>, line: &str) -> &'static [u8] {
+    cell.get_or_init(|| [line.as_bytes(), b"\n"].concat())
+}
+
 /// The header line of a control datagram, with its newline.
 fn control_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
-    HEADER.get_or_init(|| {
-        let mut v = serde_json::to_vec(&WireHeader { format: CONTROL_FORMAT, version: 1 }).unwrap_or_default();
-        v.push(b'\n');
-        v
-    })
+    header_line(&HEADER, lambda_xray_wire::CONTROL_HEADER)
 }
 
+/// The daemon's header line, with its newline.
 fn wire_header() -> &'static [u8] {
     static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
-    HEADER.get_or_init(|| {
-        let mut v = serde_json::to_vec(&WireHeader { format: "json", version: 1 }).unwrap_or_default();
-        v.push(b'\n');
-        v
-    })
+    header_line(&HEADER, lambda_xray_wire::DOCUMENT_HEADER)
 }
-
-/// The header line of the control datagram the extension understands.
-pub(crate) const CONTROL_FORMAT: &str = "lambda-xray-control";
 
 impl Emitter {
     /// An emitter that sends through `transport` (the daemon's wire format:
@@ -276,19 +235,19 @@ impl Emitter {
 
     /// Tells the extension where the daemon is.
     fn send_control(&self, daemon_address: &str) {
-        self.send_control_message(&ControlMessage { daemon_address });
+        self.send_control_message(&ControlMessage { daemon_address: Some(daemon_address.to_owned()), ..Default::default() });
     }
 
     /// Tells the extension that every document of the invocation `request_id`
     /// has been sent, so it can flush without waiting for the platform. Only
     /// when sending to the extension; never an error.
     pub(crate) fn send_invocation_done(&self, request_id: &str) {
-        self.send_control_message(&InvocationDone { invocation_done: request_id });
+        self.send_control_message(&ControlMessage { invocation_done: Some(request_id.to_owned()), ..Default::default() });
     }
 
     /// Sends one control datagram to the extension, never to the fallback
     /// (the daemon does not know the format).
-    fn send_control_message(&self, body: &impl Serialize) {
+    fn send_control_message(&self, body: &ControlMessage) {
         if !self.sends_to_extension() {
             return;
         }
@@ -585,7 +544,7 @@ pub(crate) fn global() -> std::sync::Arc<Emitter> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::id::{EntityId, TraceId};
+    use lambda_xray_wire::{EntityId, TraceId};
 
     /// The in-memory transport, also used by the invocation tests.
     pub(crate) type Capture = MemoryTransport;

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::document::{AnnotationValue, Document, Finished};
-use crate::id::EntityId;
+use lambda_xray_wire::EntityId;
 
 /// Appends `doc` to `buf` exactly as `serde_json::to_writer(buf, doc)` would.
 pub(crate) fn write_document(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
@@ -168,7 +168,7 @@ fn write_id(id: EntityId, buf: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::document::{Aws, Cause, Http, HttpRequest, HttpResponse, Service};
-    use crate::id::TraceId;
+    use lambda_xray_wire::TraceId;
 
     fn same(doc: &Document) {
         let mut fast = Vec::new();

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use crate::clock::now_seconds;
 use crate::document::{Document, Finished};
 use crate::emitter::Emitter;
-use crate::header::{SamplingDecision, TraceHeader};
-use crate::id::{EntityId, TraceId};
+use lambda_xray_wire::{EntityId, TraceId};
+use lambda_xray_wire::{SamplingDecision, TraceHeader};
 
 /// A handle on an open node; `gen` guards against a reused slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

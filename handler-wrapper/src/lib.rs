@@ -49,8 +49,6 @@ mod document;
 mod emitter;
 mod encode;
 mod error;
-mod header;
-mod id;
 mod invocation;
 mod layer;
 #[cfg(feature = "sqs")]
@@ -76,8 +74,7 @@ pub use document::{
 pub use emitter::MemoryTransport;
 pub use emitter::{DEFAULT_DAEMON_ADDRESS, Emitter, EmitterStats, MAX_DATAGRAM_BYTES, NullTransport, Transport, UdpTransport};
 pub use error::TraceError;
-pub use header::{HeaderError, MAX_HEADER_LEN, SamplingDecision, TraceHeader};
-pub use id::{EntityId, InvalidId, TraceId};
+pub use lambda_xray_wire::{EntityId, HeaderError, InvalidId, MAX_HEADER_LEN, SamplingDecision, TraceHeader, TraceId};
 pub use layer::{TracedInvocation, XRayLayer, XRayService, run};
 pub use subsegment::{
     InSubsegment, Subsegment, begin_subsegment, in_subsegment, put_annotation, put_metadata, put_metadata_in, record_error,

@@ -29,8 +29,8 @@ use std::future::Future;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
 use crate::context::{TraceContext, current};
-use crate::header::{SamplingDecision, TraceHeader};
 use crate::subsegment::{Subsegment, error_type_name};
+use lambda_xray_wire::{SamplingDecision, TraceHeader};
 
 /// The name of the per-message subsegment, as in the reference SDKs' examples.
 pub const MESSAGE_SUBSEGMENT: &str = "Processing Message";

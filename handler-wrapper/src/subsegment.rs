@@ -14,9 +14,9 @@ use crate::cause::{cause_from_error, cause_from_message, short_type_name};
 use crate::context::{Current, context_missing, run_in, with_current};
 use crate::document::{AnnotationValue, DEFAULT_METADATA_NAMESPACE, Document, validate_annotation_key, validate_metadata_namespace};
 use crate::error::TraceError;
-use crate::header::TraceHeader;
-use crate::id::EntityId;
 use crate::invocation::{Invocation, NodeRef};
+use lambda_xray_wire::EntityId;
+use lambda_xray_wire::TraceHeader;
 
 enum Inner {
     /// Not recorded (unsampled with no-op ids, untraced, or no context).

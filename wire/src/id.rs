@@ -1,13 +1,16 @@
 //! Trace and entity identifiers.
 //!
-//! Ids come from the thread-local ChaCha-based generator of `rand`: a few
-//! nanoseconds per id and not predictable from earlier ids, which matters
-//! because a guessable id lets a caller graft data onto someone else's trace.
+//! New ids (feature `random`) come from the thread-local ChaCha-based
+//! generator of `rand`: a few nanoseconds per id and not predictable from
+//! earlier ids, which matters because a guessable id lets a caller graft data
+//! onto someone else's trace.
 
 use std::fmt;
 use std::str::FromStr;
+#[cfg(any(test, feature = "random"))]
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(any(test, feature = "random"))]
 use rand::Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -20,6 +23,7 @@ impl EntityId {
     pub const NOOP: EntityId = EntityId(0);
 
     /// A fresh random, non-zero id.
+    #[cfg(any(test, feature = "random"))]
     pub fn random() -> Self {
         let mut rng = rand::rng();
         loop {
@@ -117,6 +121,7 @@ pub struct TraceId(Box<str>);
 
 impl TraceId {
     /// A new trace id for the current time.
+    #[cfg(any(test, feature = "random"))]
     pub fn new() -> Self {
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let random: u128 = rand::rng().random::<u128>() >> 32;
@@ -140,6 +145,7 @@ impl TraceId {
     }
 }
 
+#[cfg(any(test, feature = "random"))]
 impl Default for TraceId {
     fn default() -> Self {
         Self::new()
