@@ -11,7 +11,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
 
@@ -65,6 +65,11 @@ thread_local! {
 /// Set once the first invocation starts: before that we are in init, where
 /// subsegments are dropped silently as the reference SDKs do.
 static INVOCATION_SEEN: AtomicBool = AtomicBool::new(false);
+/// `context_missing` of the configuration the latest invocation started with
+/// (0: none yet; then 1, 2, 3 for `RuntimeError`, `LogError`, `IgnoreError`):
+/// a call with no context belongs to no invocation, so it follows the one the
+/// process is running, whose config may have been passed in.
+static CONTEXT_MISSING: AtomicU8 = AtomicU8::new(0);
 
 /// Runs `f` on the thread's current context.
 pub(crate) fn with_current<T>(f: impl FnOnce(&mut Current) -> T) -> Option<T> {
@@ -87,7 +92,13 @@ pub(crate) fn context_missing(what: &str, panics: bool) {
         tracing::debug!(target: "lambda_xray", "{what} outside an invocation (init): dropped");
         return;
     }
-    match config::global().context_missing {
+    let strategy = match CONTEXT_MISSING.load(Ordering::Relaxed) {
+        1 => ContextMissing::RuntimeError,
+        2 => ContextMissing::LogError,
+        3 => ContextMissing::IgnoreError,
+        _ => config::global().context_missing,
+    };
+    match strategy {
         ContextMissing::RuntimeError if panics => {
             panic!("lambda_xray: {what} with no trace context (AWS_XRAY_CONTEXT_MISSING=RUNTIME_ERROR)")
         }
@@ -137,6 +148,12 @@ impl TraceContext {
 
     /// Like [`TraceContext::for_invocation`] with explicit settings and emitter.
     pub fn for_invocation_with(trace_header: Option<&str>, deadline: Option<SystemTime>, config: &Config, emitter: Arc<Emitter>) -> Self {
+        let strategy = match config.context_missing {
+            ContextMissing::RuntimeError => 1,
+            ContextMissing::LogError => 2,
+            ContextMissing::IgnoreError => 3,
+        };
+        CONTEXT_MISSING.store(strategy, Ordering::Relaxed);
         INVOCATION_SEEN.store(true, Ordering::Relaxed);
         if !config.enabled {
             return TraceContext(Current::Untraced);
