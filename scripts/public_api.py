@@ -169,8 +169,6 @@ def main(path):
 
     def walk_named(i, prefix, name):
         it = item(i)
-        if it is None or it["visibility"] != "public" and prefix:
-            pass
         (kind, v), = it["inner"].items()
         path = prefix + name
         key = (path, i)

@@ -135,10 +135,10 @@ impl Intake {
             }
             Ok(Datagram::Control(message)) => {
                 if let Some(address) = message.daemon_address {
-                    self.forwarder.offer_daemon_address(address);
+                    self.forwarder.offer_daemon_address(address.into_owned());
                 }
                 if let Some(request_id) = message.invocation_done {
-                    self.forwarder.offer_invocation_done(request_id);
+                    self.forwarder.offer_invocation_done(request_id.into_owned());
                 }
             }
             Err(rejection) => {

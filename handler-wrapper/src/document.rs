@@ -442,25 +442,16 @@ impl Annotations {
         Ok(())
     }
 
-    /// [`Annotations::insert_valid`] with the key already owned.
-    pub(crate) fn insert_owned(&mut self, key: String, value: AnnotationValue) {
-        if let Some(slot) = self.0.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = value;
-        } else {
-            self.0.reserve_exact(1);
-            self.0.push((key, value));
-        }
-    }
-
-    /// [`Annotations::insert`] for a key the caller has already validated.
-    pub(crate) fn insert_valid(&mut self, key: &str, value: AnnotationValue) {
-        if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key) {
+    /// [`Annotations::insert`] for a key the caller has already validated
+    /// (`&str`, or a `String` to move in: allocated only when new).
+    pub(crate) fn insert_valid(&mut self, key: impl AsRef<str> + Into<String>, value: AnnotationValue) {
+        if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key.as_ref()) {
             slot.1 = value;
         } else {
             // Most subsegments have one or two: start with room for one (a
             // small allocation) rather than Vec's four.
             self.0.reserve_exact(1);
-            self.0.push((key.to_owned(), value));
+            self.0.push((key.into(), value));
         }
     }
 }
@@ -540,37 +531,26 @@ impl Metadata {
         Ok(())
     }
 
-    /// [`Metadata::insert_valid`] with namespace and key already owned.
-    pub(crate) fn insert_owned(&mut self, namespace: String, key: String, value: Box<RawValue>) {
-        let idx = match self.0.iter().position(|(ns, _)| *ns == namespace) {
+    /// [`Metadata::insert`] for a namespace the caller has already validated
+    /// (`&str`s, or `String`s to move in: each allocated only when new).
+    pub(crate) fn insert_valid(
+        &mut self,
+        namespace: impl AsRef<str> + Into<String>,
+        key: impl AsRef<str> + Into<String>,
+        value: Box<RawValue>,
+    ) {
+        let idx = match self.0.iter().position(|(ns, _)| ns == namespace.as_ref()) {
             Some(i) => i,
             None => {
-                self.0.push((namespace, Vec::new()));
+                self.0.push((namespace.into(), Vec::new()));
                 self.0.len() - 1
             }
         };
         let entries = &mut self.0[idx].1;
-        if let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(slot) = entries.iter_mut().find(|(k, _)| k == key.as_ref()) {
             slot.1 = value;
         } else {
-            entries.push((key, value));
-        }
-    }
-
-    /// [`Metadata::insert`] for a namespace the caller has already validated.
-    pub(crate) fn insert_valid(&mut self, namespace: &str, key: &str, value: Box<RawValue>) {
-        let idx = match self.0.iter().position(|(ns, _)| ns == namespace) {
-            Some(i) => i,
-            None => {
-                self.0.push((namespace.to_owned(), Vec::new()));
-                self.0.len() - 1
-            }
-        };
-        let entries = &mut self.0[idx].1;
-        if let Some(slot) = entries.iter_mut().find(|(k, _)| k == key) {
-            slot.1 = value;
-        } else {
-            entries.push((key.to_owned(), value));
+            entries.push((key.into(), value));
         }
     }
     /// Removes the largest value and returns its namespace, key and size, so an

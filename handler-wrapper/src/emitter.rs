@@ -235,19 +235,19 @@ impl Emitter {
 
     /// Tells the extension where the daemon is.
     fn send_control(&self, daemon_address: &str) {
-        self.send_control_message(&ControlMessage { daemon_address: Some(daemon_address.to_owned()), ..Default::default() });
+        self.send_control_message(&ControlMessage { daemon_address: Some(daemon_address.into()), ..Default::default() });
     }
 
     /// Tells the extension that every document of the invocation `request_id`
     /// has been sent, so it can flush without waiting for the platform. Only
     /// when sending to the extension; never an error.
     pub(crate) fn send_invocation_done(&self, request_id: &str) {
-        self.send_control_message(&ControlMessage { invocation_done: Some(request_id.to_owned()), ..Default::default() });
+        self.send_control_message(&ControlMessage { invocation_done: Some(request_id.into()), ..Default::default() });
     }
 
     /// Sends one control datagram to the extension, never to the fallback
     /// (the daemon does not know the format).
-    fn send_control_message(&self, body: &ControlMessage) {
+    fn send_control_message(&self, body: &ControlMessage<'_>) {
         if !self.sends_to_extension() {
             return;
         }

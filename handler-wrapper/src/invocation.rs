@@ -54,6 +54,17 @@ struct Tree {
     free: Vec<u32>,
 }
 
+impl OpenNode {
+    /// Applies a library edit now, or queues it while user code has the
+    /// document checked out.
+    fn apply(&mut self, f: impl FnOnce(&mut Document) + Send + 'static) {
+        match self.doc.as_deref_mut() {
+            Some(doc) => f(doc),
+            None => self.queued.push(Box::new(f)),
+        }
+    }
+}
+
 impl Tree {
     fn get_mut(&mut self, r: NodeRef) -> Option<&mut OpenNode> {
         self.slots.get_mut(r.idx as usize).filter(|s| s.generation == r.generation).and_then(|s| s.node.as_mut())
@@ -174,11 +185,8 @@ impl Invocation {
     /// user code has the document checked out ([`Self::update`]), `f` is
     /// queued and applied when it comes back.
     pub(crate) fn edit(&self, r: NodeRef, f: impl FnOnce(&mut Document) + Send + 'static) {
-        let mut tree = self.tree();
-        let Some(node) = tree.get_mut(r) else { return };
-        match node.doc.as_deref_mut() {
-            Some(doc) => f(doc),
-            None => node.queued.push(Box::new(f)),
+        if let Some(node) = self.tree().get_mut(r) {
+            node.apply(f);
         }
     }
 
@@ -222,13 +230,8 @@ impl Invocation {
     pub(crate) fn fault_open(&self, cause: &crate::document::CauseDetails) {
         let mut tree = self.tree();
         for node in tree.slots.iter_mut().filter_map(|s| s.node.as_mut()) {
-            match node.doc.as_deref_mut() {
-                Some(doc) => doc.fail_unless_caused(|| cause.clone()),
-                None => {
-                    let cause = cause.clone();
-                    node.queued.push(Box::new(move |d: &mut Document| d.fail_unless_caused(|| cause)));
-                }
-            }
+            let cause = cause.clone();
+            node.apply(move |d| d.fail_unless_caused(|| cause));
         }
     }
 

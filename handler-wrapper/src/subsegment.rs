@@ -166,7 +166,7 @@ impl Subsegment {
         validate_annotation_key(key)?;
         if self.is_sampled() {
             let (key, value) = (key.to_owned(), value.into());
-            self.edit(move |d| d.annotations.insert_owned(key, value));
+            self.edit(move |d| d.annotations.insert_valid(key, value));
         }
         Ok(())
     }
@@ -185,7 +185,7 @@ impl Subsegment {
         }
         let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
         let (namespace, key) = (namespace.to_owned(), key.to_owned());
-        self.edit(move |d| d.metadata.insert_owned(namespace, key, raw));
+        self.edit(move |d| d.metadata.insert_valid(namespace, key, raw));
         Ok(())
     }
 

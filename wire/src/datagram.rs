@@ -37,7 +37,7 @@ pub enum Datagram {
         body_at: usize,
     },
     /// The function's control message.
-    Control(ControlMessage),
+    Control(ControlMessage<'static>),
 }
 
 /// Why a datagram was rejected.
@@ -60,16 +60,28 @@ pub const MAX_REQUEST_ID: usize = 256;
 
 /// Sent by the function-side library: where the daemon is, and that an
 /// invocation's documents are all sent. At least one field is present.
+/// Borrowed when sent (no allocation per invocation), owned when received
+/// ([`Datagram::Control`]).
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlMessage {
+pub struct ControlMessage<'a> {
     /// The function's `AWS_XRAY_DAEMON_ADDRESS` value, either `host:port` or
     /// `tcp:host:port udp:host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daemon_address: Option<String>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub daemon_address: Option<Cow<'a, str>>,
     /// The request id of an invocation whose documents have all been sent
     /// (this datagram follows them on the same socket).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invocation_done: Option<String>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub invocation_done: Option<Cow<'a, str>>,
+}
+
+impl ControlMessage<'_> {
+    /// The same message, owning its strings.
+    pub fn into_owned(self) -> ControlMessage<'static> {
+        ControlMessage {
+            daemon_address: self.daemon_address.map(|a| Cow::Owned(a.into_owned())),
+            invocation_done: self.invocation_done.map(|d| Cow::Owned(d.into_owned())),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,7 +133,7 @@ pub fn classify(datagram: &[u8], max_len: usize) -> Result<Datagram, Rejection> 
         }
         CONTROL_FORMAT => match serde_json::from_str::<ControlMessage>(body) {
             Ok(m) if m.invocation_done.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_REQUEST_ID) => Err(Rejection::BadControl),
-            Ok(m) if m.daemon_address.is_some() || m.invocation_done.is_some() => Ok(Datagram::Control(m)),
+            Ok(m) if m.daemon_address.is_some() || m.invocation_done.is_some() => Ok(Datagram::Control(m.into_owned())),
             _ => Err(Rejection::BadControl),
         },
         _ => Err(Rejection::BadHeader),
