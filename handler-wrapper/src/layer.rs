@@ -24,7 +24,7 @@ use crate::subsegment::{Subsegment, begin_subsegment, error_type_name, record_pa
 static COLD_START: AtomicBool = AtomicBool::new(true);
 
 #[derive(Debug, Clone)]
-struct Settings {
+pub(crate) struct Settings {
     subsegment_name: String,
     /// `<handler> response` and `<handler> error`: the metadata keys.
     response_key: String,
@@ -116,6 +116,12 @@ impl XRayLayer {
         XRayLayer { settings: Arc::new(Settings::from_config(&config, Some(config.clone()), Some(emitter))) }
     }
 
+    /// What this layer was configured with (for the HTTP layers built on it).
+    #[cfg_attr(not(feature = "lambda-http"), allow(dead_code))]
+    pub(crate) fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
     fn edit(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         f(Arc::make_mut(&mut self.settings));
         self
@@ -188,18 +194,36 @@ where
 
     fn call(&mut self, event: LambdaEvent<A>) -> Self::Future {
         let settings = self.settings.clone();
+        let begun = settings.begin(&event.context);
+        // Some services do work in `call` itself: run it under the subsegment.
+        let (inner, scope) = begun.start(&settings, || self.inner.call(event));
+        TracedInvocation { inner, scope, settings }
+    }
+}
+
+/// An invocation whose context is made but whose handler subsegment is not
+/// begun yet (see [`Settings::begin`]).
+pub(crate) struct Begun {
+    ctx: TraceContext,
+    done: Option<InvocationDone>,
+}
+
+impl Settings {
+    /// Makes one invocation's context: the trace header from `context`,
+    /// falling back to `_X_AMZN_TRACE_ID`, its deadline and request id.
+    pub(crate) fn begin(&self, context: &lambda_runtime::Context) -> Begun {
         // The Context is per invocation (and the only source in concurrent
         // mode); the environment variable is the fallback.
         let from_env;
-        let header = match event.context.xray_trace_id.as_deref() {
+        let header = match context.xray_trace_id.as_deref() {
             Some(h) => Some(h),
             None => {
                 from_env = std::env::var("_X_AMZN_TRACE_ID").ok();
                 from_env.as_deref()
             }
         };
-        let deadline = (event.context.deadline > 0).then(|| UNIX_EPOCH + Duration::from_millis(event.context.deadline));
-        let (ctx, done) = match (&settings.config, &settings.emitter) {
+        let deadline = (context.deadline > 0).then(|| UNIX_EPOCH + Duration::from_millis(context.deadline));
+        let (ctx, done) = match (&self.config, &self.emitter) {
             (Some(c), Some(e)) => {
                 let ctx = TraceContext::for_invocation_with(header, deadline, c, e.clone());
                 (ctx, c.enabled.then(|| e.clone()))
@@ -212,21 +236,86 @@ where
         // Only the extension takes the end-of-invocation message.
         let done = done
             .filter(|e| e.sends_to_extension())
-            .map(|emitter| InvocationDone { emitter, request_id: Some(event.context.request_id.clone()) });
-        let cold_start = COLD_START.swap(false, Ordering::Relaxed);
+            .map(|emitter| InvocationDone { emitter, request_id: Some(context.request_id.clone()) });
+        Begun { ctx, done }
+    }
+}
 
+impl Begun {
+    /// Whether the invocation is recorded.
+    #[cfg_attr(not(feature = "lambda-http"), allow(dead_code))]
+    pub(crate) fn is_sampled(&self) -> bool {
+        self.ctx.is_sampled()
+    }
+
+    /// Begins the handler subsegment with its annotations, then runs `call`
+    /// (the service's own `call`) under it.
+    pub(crate) fn start<T>(self, settings: &Settings, call: impl FnOnce() -> T) -> (T, InvocationScope) {
+        let Begun { ctx, done } = self;
+        let cold_start = COLD_START.swap(false, Ordering::Relaxed);
         let entered = ctx.enter();
         let sub = begin_subsegment(&settings.subsegment_name);
         if sub.is_sampled() {
             let _ = sub.put_annotation("ColdStart", cold_start);
             let _ = sub.put_annotation("Service", settings.service.as_str());
         }
-        // Some services do work in `call` itself: run it under the subsegment.
-        let inner = self.inner.call(event);
+        let called = call();
         let running = crate::context::current().0;
         drop(entered);
+        (called, InvocationScope { ctx: running, sub: Some(sub), invocation: ctx, done })
+    }
+}
 
-        TracedInvocation { inner, ctx: running, sub: Some(sub), invocation: ctx, settings, done }
+/// One invocation's tracing, from its start to the end of its handler
+/// subsegment. Dropped unfinished (the future was dropped), the handler
+/// subsegment ends then and the end-of-invocation message is still sent.
+pub(crate) struct InvocationScope {
+    ctx: Current,
+    sub: Option<Subsegment>,
+    invocation: TraceContext,
+    // Last: dropped (so sent) after everything above, the handler
+    // subsegment included.
+    done: Option<InvocationDone>,
+}
+
+impl InvocationScope {
+    /// Runs `f` (a poll of the handler's work) under the invocation's
+    /// context, catching a panic.
+    pub(crate) fn run<T>(&mut self, f: impl FnOnce() -> T) -> std::thread::Result<T> {
+        run_in(&mut self.ctx, || std::panic::catch_unwind(AssertUnwindSafe(f)))
+    }
+
+    /// The handler subsegment, until the invocation completes.
+    #[cfg_attr(not(feature = "lambda-http"), allow(dead_code))]
+    pub(crate) fn subsegment(&self) -> Option<&Subsegment> {
+        self.sub.as_ref()
+    }
+
+    /// Ends the invocation: `record` writes the outcome on the handler
+    /// subsegment, which then ends and is sent, marking the end of the
+    /// invocation for the extension. Only the first call does anything.
+    pub(crate) fn complete(&mut self, record: impl FnOnce(&Subsegment)) {
+        let Some(sub) = self.sub.take() else { return };
+        self.invocation.finish();
+        // The subsegment ends inside, so that its datagram carries the end of the invocation.
+        end_invocation(&mut self.done, move || {
+            record(&sub);
+            drop(sub);
+        });
+    }
+
+    /// Ends the invocation after the handler panicked: the handler
+    /// subsegment and every subsegment still open are marked `fault`.
+    pub(crate) fn panicked(&mut self, payload: &(dyn Any + Send)) {
+        let Some(sub) = self.sub.take() else { return };
+        self.invocation.finish();
+        // Subsegments the handler's future still holds end when it is
+        // dropped, after the panic was caught: mark them now.
+        self.invocation.fault_open();
+        end_invocation(&mut self.done, move || {
+            record_panic(&sub, payload);
+            drop(sub);
+        });
     }
 }
 
@@ -269,13 +358,8 @@ pin_project_lite::pin_project! {
     pub struct TracedInvocation<F> {
         #[pin]
         inner: F,
-        ctx: Current,
-        sub: Option<Subsegment>,
-        invocation: TraceContext,
+        scope: InvocationScope,
         settings: Arc<Settings>,
-        // Last: dropped (so sent) after everything above, the handler
-        // subsegment included, also when the future is dropped unfinished.
-        done: Option<InvocationDone>,
     }
 }
 
@@ -295,30 +379,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = run_in(this.ctx, || std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx))));
-        match polled {
+        let inner = this.inner;
+        match this.scope.run(|| inner.poll(cx)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => {
-                this.invocation.finish();
-                let (sub, settings) = (this.sub.take(), &**this.settings);
-                end_invocation(this.done, || {
-                    if let Some(sub) = sub {
-                        record_outcome(&sub, settings, &result);
-                    }
-                });
+                let settings = &**this.settings;
+                this.scope.complete(|sub| record_outcome(sub, settings, &result));
                 Poll::Ready(result)
             }
             Err(payload) => {
-                this.invocation.finish();
-                // Subsegments the handler's future still holds end when it is
-                // dropped, after the panic was caught: mark them now.
-                this.invocation.fault_open();
-                let sub = this.sub.take();
-                end_invocation(this.done, || {
-                    if let Some(sub) = sub {
-                        record_panic(&sub, &*payload);
-                    }
-                });
+                this.scope.panicked(&*payload);
                 std::panic::resume_unwind(payload)
             }
         }
@@ -338,29 +408,36 @@ fn record_outcome<R: Serialize, E: Debug + 'static>(sub: &Subsegment, settings: 
                 tracing::debug!(target: "lambda_xray", "response not captured: {e}");
             }
         }
-        Err(err) => {
-            let any: &dyn Any = err;
-            let message = if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
-                sub.record_dyn_error(boxed.as_ref());
-                boxed.to_string()
-            } else if let Some(d) = any.downcast_ref::<Diagnostic>() {
-                sub.record_failure(&d.error_type, &d.error_message);
-                d.error_message.clone()
-            } else if let Some(s) = any.downcast_ref::<String>() {
-                sub.record_failure("String", s);
-                s.clone()
-            } else if let Some(s) = any.downcast_ref::<&str>() {
-                sub.record_failure("str", s);
-                (*s).to_owned()
-            } else {
-                let message = format!("{err:?}");
-                sub.record_failure(&error_type_name::<E>(), &message);
-                message
-            };
-            if settings.capture_error {
-                let _ = sub.put_metadata_in(&settings.service, &settings.error_key, &message);
-            }
-        }
+        Err(err) => record_handler_error(sub, settings, err),
+    }
+}
+
+/// Records the handler's error on its subsegment: `fault`, the error in
+/// `cause`, and (if captured) the message as `<handler> error` metadata.
+pub(crate) fn record_handler_error<E: Debug + 'static>(sub: &Subsegment, settings: &Settings, err: &E) {
+    if !sub.is_sampled() {
+        return;
+    }
+    let any: &dyn Any = err;
+    let message = if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
+        sub.record_dyn_error(boxed.as_ref());
+        boxed.to_string()
+    } else if let Some(d) = any.downcast_ref::<Diagnostic>() {
+        sub.record_failure(&d.error_type, &d.error_message);
+        d.error_message.clone()
+    } else if let Some(s) = any.downcast_ref::<String>() {
+        sub.record_failure("String", s);
+        s.clone()
+    } else if let Some(s) = any.downcast_ref::<&str>() {
+        sub.record_failure("str", s);
+        (*s).to_owned()
+    } else {
+        let message = format!("{err:?}");
+        sub.record_failure(&error_type_name::<E>(), &message);
+        message
+    };
+    if settings.capture_error {
+        let _ = sub.put_metadata_in(&settings.service, &settings.error_key, &message);
     }
 }
 

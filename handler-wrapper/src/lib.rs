@@ -32,6 +32,11 @@
 //! - `aws-sdk`: `XRayInterceptor` (module `aws_sdk`), attached once per AWS
 //!   SDK client, records every call as an `aws` subsegment and propagates the
 //!   trace header to the called service;
+//! - `lambda-http`: module `http`, the same for `lambda_http` functions
+//!   (API Gateway, Function URLs, ALB; `axum` included; buffered or
+//!   streamed responses), with X-Ray's `http` block;
+//! - `reqwest`, `hyper-client`: module `http_client`, one `remote`
+//!   subsegment per outgoing HTTP request, with trace header propagation;
 //! - `sqs`: module `sqs`, per-message sampling scopes and partial batch
 //!   failures for SQS-triggered functions.
 
@@ -49,6 +54,12 @@ mod document;
 mod emitter;
 mod encode;
 mod error;
+#[cfg(feature = "lambda-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda-http")))]
+pub mod http;
+#[cfg(any(feature = "reqwest", feature = "hyper-client"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "reqwest", feature = "hyper-client"))))]
+pub mod http_client;
 mod invocation;
 mod layer;
 #[cfg(feature = "sqs")]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod api_clock;
+pub mod http;
 pub mod moto;
 pub mod platform;
 pub mod schema;
