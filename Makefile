@@ -17,12 +17,12 @@ CARGO := PATH="$(ROOT)/.venv/bin:$$PATH" cargo
 # The architecture of the target being made: build-<LogicalId>.
 ARCH = arch=$$($(ROOT)/scripts/sam-architecture.sh $(@:build-%=%))
 
-# $(1): the package. The Rust target is <cpu>-unknown-linux-gnu, linked against glibc 2.34.
+# $(1): the package, $(2): its binary (the package's name if not given). The Rust target is <cpu>-unknown-linux-gnu, linked against glibc 2.34.
 define function
 	$(ARCH) && cpu=$$([ "$$arch" = arm64 ] && echo aarch64 || echo x86_64) && \
 	echo "$@: $(1) for $$arch" && \
-	$(CARGO) zigbuild --release --locked --manifest-path $(ROOT)/Cargo.toml -p $(1) --target $$cpu-unknown-linux-gnu.2.34 && \
-	cp $(TARGET_DIR)/$$cpu-unknown-linux-gnu/release/$(1) $(ARTIFACTS_DIR)/bootstrap
+	$(CARGO) zigbuild --release --locked --manifest-path $(ROOT)/Cargo.toml -p $(1) --bin $(or $(2),$(1)) --target $$cpu-unknown-linux-gnu.2.34 && \
+	cp $(TARGET_DIR)/$$cpu-unknown-linux-gnu/release/$(or $(2),$(1)) $(ARTIFACTS_DIR)/bootstrap
 endef
 
 build-BasicFunction:
@@ -37,8 +37,14 @@ build-SqsSenderFunction:
 build-SqsConsumerFunction:
 	$(call function,sample-sqs-consumer)
 
+build-HttpFunction:
+	$(call function,sample-http)
+
+build-HttpStreamFunction:
+	$(call function,sample-http,sample-http-stream)
+
 build-XRayExtensionLayer:
 	$(ARCH) && \
 	$(CARGO) run --quiet --release --locked --manifest-path $(ROOT)/Cargo.toml -p layer-build -- --arch $$arch --dir $(ARTIFACTS_DIR)
 
-.PHONY: build-BasicFunction build-InstrumentedFunction build-SqsSenderFunction build-SqsConsumerFunction build-XRayExtensionLayer
+.PHONY: build-BasicFunction build-InstrumentedFunction build-SqsSenderFunction build-SqsConsumerFunction build-HttpFunction build-HttpStreamFunction build-XRayExtensionLayer

@@ -234,9 +234,8 @@ impl Settings {
             }
         };
         // Only the extension takes the end-of-invocation message.
-        let done = done
-            .filter(|e| e.sends_to_extension())
-            .map(|emitter| InvocationDone { emitter, request_id: Some(context.request_id.clone()) });
+        let done =
+            done.filter(|e| e.sends_to_extension()).map(|emitter| InvocationDone { emitter, request_id: Some(context.request_id.clone()) });
         Begun { ctx, done }
     }
 }

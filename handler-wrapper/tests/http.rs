@@ -3,6 +3,9 @@
 //! retry outside it, cancelled and unsampled requests, and the incoming
 //! layers' `http` block and streamed bodies.
 
+// A test: a failed step is a failed test, so it panics.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,16 +67,19 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 
 /// A local server: `/status/N` answers N, `/flaky` 503 then 200, `/hang`
 /// never answers. It keeps each request's path and trace header.
+/// Each request's path and `X-Amzn-Trace-Id`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 struct Server {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
 }
 
 impl Server {
     async fn start() -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let flaky = Arc::new(AtomicU32::new(0));
         let kept = seen.clone();
         tokio::spawn(async move {
@@ -141,7 +147,13 @@ async fn the_tower_layer_records_each_request_and_the_callee_sees_its_subsegment
     let handler = all.iter().find(|(_, d)| d["name"] == "## test").map(|(_, d)| d.clone()).unwrap();
     let remotes: Vec<&Value> = all.iter().filter(|(p, _)| p == handler["id"].as_str().unwrap()).map(|(_, d)| d).collect();
     assert_eq!(remotes.len(), 5, "{docs:#?}");
-    let expected = [(Some(200u64), [false, false, false]), (Some(404), [true, false, false]), (Some(429), [true, true, false]), (Some(503), [false, false, true]), (None, [false, false, true])];
+    let expected = [
+        (Some(200u64), [false, false, false]),
+        (Some(404), [true, false, false]),
+        (Some(429), [true, true, false]),
+        (Some(503), [false, false, true]),
+        (None, [false, false, true]),
+    ];
     for (remote, (status, want)) in remotes.iter().zip(expected) {
         assert_eq!(remote["name"], "127.0.0.1");
         assert_eq!(remote["namespace"], "remote");
@@ -193,7 +205,8 @@ async fn reqwest_retries_are_visible_credentials_stay_out_and_cancelled_requests
     let cap = MemoryTransport::default();
     let addr = server.addr;
     let mut svc = layer(&cap).layer(service_fn(move |_e: LambdaEvent<Value>| async move {
-        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(RetryOnce).with(XRayReqwestMiddleware::new()).build();
+        let client =
+            reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(RetryOnce).with(XRayReqwestMiddleware::new()).build();
         let flaky = client.get(format!("http://user:secret@{addr}/flaky")).send().await?;
         let hung = tokio::time::timeout(Duration::from_millis(100), client.get(format!("http://{addr}/hang")).send()).await;
         Ok::<_, lambda_runtime::Error>(json!({"flaky": flaky.status().as_u16(), "hung": hung.is_err()}))
@@ -264,14 +277,20 @@ async fn the_http_layer_records_request_and_response_and_passes_the_response_thr
     }));
     let mut seen = HashMap::new();
     for status in [200u16, 404, 429, 500] {
-        let req = http_request(&format!("https://api.example.com/{status}?x=1"), &[("user-agent", "ua/1"), ("x-forwarded-for", "192.0.2.1, 10.0.0.1")], true);
+        let req = http_request(
+            &format!("https://api.example.com/{status}?x=1"),
+            &[("user-agent", "ua/1"), ("x-forwarded-for", "192.0.2.1, 10.0.0.1")],
+            true,
+        );
         let response = svc.call(req).await.unwrap();
         assert_eq!(response.status().as_u16(), status);
         assert_eq!(response.body(), &lambda_http::Body::from(format!("answer {status}")));
         seen.insert(status, cap.documents().pop().unwrap());
         cap.clear();
     }
-    for (status, want) in [(200, [false, false, false]), (404, [true, false, false]), (429, [true, true, false]), (500, [false, false, true])] {
+    for (status, want) in
+        [(200, [false, false, false]), (404, [true, false, false]), (429, [true, true, false]), (500, [false, false, true])]
+    {
         let d = &seen[&status];
         assert_eq!(d["name"], "## test");
         assert_eq!(d["http"]["request"]["method"], "POST");

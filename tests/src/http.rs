@@ -343,10 +343,10 @@ async fn serve(
     if path.contains("/init/") {
         return Ok(reply(202));
     }
-    if let Some((request_id, posted)) = pending.lock().ok().and_then(|mut p| p.take()) {
-        if path.contains(&request_id) {
-            let _ = posted.send(Posted { kind: kind.to_owned(), headers, body });
-        }
+    if let Some((request_id, posted)) = pending.lock().ok().and_then(|mut p| p.take())
+        && path.contains(&request_id)
+    {
+        let _ = posted.send(Posted { kind: kind.to_owned(), headers, body });
     }
     Ok(reply(202))
 }

@@ -118,8 +118,9 @@ async fn statuses_and_a_refused_connection_set_the_flags_on_both_sides() -> R {
     let platform = start(&downstream.url()).await;
     // (path, status the function answers, handler flags, downstream status, remote flags)
     type Flags = [bool; 3];
+    type Case<'a> = (&'a str, u16, Flags, Option<(u16, Flags)>);
     let none: Flags = [false, false, false];
-    let cases: [(&str, u16, Flags, Option<(u16, Flags)>); 7] = [
+    let cases: [Case; 7] = [
         ("/status/201", 201, none, None),
         ("/status/404", 404, [true, false, false], None),
         ("/status/429", 429, [true, true, false], None),
@@ -247,7 +248,9 @@ async fn a_streamed_response_is_byte_identical_with_tracing_on_and_off_and_trace
         let expected: String = (0..n).map(|c| format!("chunk {c} of {n}\n")).collect();
         assert_eq!(streamed, expected.as_bytes());
         let docs = daemon
-            .wait_for(T, |docs| docs.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler" && d["end_time"].is_number()))
+            .wait_for(T, |docs| {
+                docs.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler" && d["end_time"].is_number())
+            })
             .await?;
         let docs: Vec<Value> = docs.into_iter().filter(|d| d["trace_id"] == root.as_str()).collect();
         for d in &docs {

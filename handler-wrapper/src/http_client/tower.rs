@@ -87,8 +87,12 @@ where
                 url.push_str(uri.path_and_query().map_or("/", |p| p.as_str()));
                 url
             };
-            let info =
-                RequestInfo { method: req.method().as_str(), host: uri.host().unwrap_or_default(), url: &without_credentials, traced: self.traced };
+            let info = RequestInfo {
+                method: req.method().as_str(),
+                host: uri.host().unwrap_or_default(),
+                url: &without_credentials,
+                traced: self.traced,
+            };
             OutgoingCall::begin(info)
         };
         if let Some(value) = call.as_ref().and_then(|c| c.header()).and_then(|h| http::HeaderValue::from_str(h).ok()) {

@@ -48,6 +48,8 @@ async fn status(Path(code): Path<u16>) -> (StatusCode, String) {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
+    // reqwest's TLS without a built-in provider: ring's (already installed is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = ClientBuilder::new(reqwest::Client::new()).with(XRayReqwestMiddleware::new()).build();
     let downstream = std::env::var("DOWNSTREAM_URL").unwrap_or_else(|_| "http://127.0.0.1:9".to_owned());
     let app = Router::new()

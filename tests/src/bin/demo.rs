@@ -88,6 +88,7 @@ async fn main() -> Result<(), Error> {
         println!("extension counters at shutdown: {c}");
     }
     println!();
+    problems += http_demo().await?;
     if lambda_xray_e2e::moto::moto_server_path().exists() {
         problems += sqs_demo().await?;
     } else {
@@ -121,6 +122,60 @@ async fn show_trace(daemon: &lambda_xray_e2e::Daemon) -> Result<usize, Error> {
         }
     }
     println!();
+    Ok(problems)
+}
+
+/// `sample-http` (axum behind `lambda_http`) with the extension, called
+/// through API Gateway and ALB events, calling a local downstream service;
+/// returns the number of schema problems.
+async fn http_demo() -> Result<usize, Error> {
+    use lambda_xray_e2e::http::{Downstream, Source};
+    let downstream = Downstream::start().await?;
+    let platform = Platform::start(Options {
+        function: "sample-http",
+        function_env: vec![
+            ("POWERTOOLS_SERVICE_NAME", "demo-http".to_owned()),
+            ("DOWNSTREAM_URL", downstream.url()),
+            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true".to_owned()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    println!("━━ HTTP: sample-http (axum behind lambda_http) with the extension; downstream service stand-in on {}\n", downstream.url());
+    let mut problems = 0;
+    for (title, source, path) in [
+        ("HTTP API: GET /orders/o-42 (the function calls the downstream service)", Source::HttpApi, "/orders/o-42"),
+        ("REST API: GET /orders/429 (the downstream throttles)", Source::RestApi, "/orders/429"),
+        ("ALB: GET /status/503", Source::Alb, "/status/503"),
+    ] {
+        let (header, root, _) = new_trace_header(true);
+        let outcome = platform.invoke_outcome(source.event(path, ""), Some(&header), Duration::from_secs(10)).await;
+        let status = match &outcome {
+            Outcome::Response(v) => v["statusCode"].to_string(),
+            Outcome::Error { error_type, .. } => error_type.clone(),
+        };
+        println!("━━ {title}\n   answered {status}");
+        for received in downstream.received() {
+            println!("   downstream got {} with X-Amzn-Trace-Id: {}", received.path, received.trace_header.unwrap_or_default());
+        }
+        downstream.clear();
+        let docs = platform
+            .daemon
+            .wait_for(Duration::from_secs(10), |docs| docs.iter().any(|d| d["trace_id"] == root.as_str() && d["name"] == "## handler"))
+            .await?;
+        let trace: Vec<Value> = docs.into_iter().filter(|d| d["trace_id"] == root.as_str()).collect();
+        let invalid = trace.iter().filter(|d| schema::validate(d).is_err()).count();
+        println!("   {} document(s), schema-valid: {}", trace.len(), invalid == 0);
+        for line in waterfall::terminal(&waterfall::layout(&trace)).lines() {
+            println!("   {line}");
+        }
+        if let Some(http) = trace.iter().find(|d| d["name"] == "## handler").map(|d| &d["http"]) {
+            println!("   ## handler http: {http}");
+        }
+        println!();
+        problems += invalid;
+    }
+    platform.shutdown().await;
     Ok(problems)
 }
 

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use futures_util::stream;
 
@@ -27,10 +27,7 @@ async fn chunks(Path(n): Path<u32>) -> Response {
         .await;
         Some((Ok::<_, std::convert::Infallible>(chunk), i + 1))
     });
-    Response::builder()
-        .header("content-type", "text/plain")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    Response::builder().header("content-type", "text/plain").body(Body::from_stream(body)).unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 #[tokio::main]
