@@ -416,7 +416,7 @@ impl From<&String> for AnnotationValue {
 
 /// Annotations in insertion order; a repeated key replaces the earlier value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Annotations(Vec<(String, AnnotationValue)>);
+pub struct Annotations(smallvec::SmallVec<[(String, AnnotationValue); 1]>);
 
 impl Annotations {
     /// Whether there are none.
@@ -448,9 +448,8 @@ impl Annotations {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key.as_ref()) {
             slot.1 = value;
         } else {
-            // Most subsegments have one or two: start with room for one (a
-            // small allocation) rather than Vec's four.
-            self.0.reserve_exact(1);
+            // Most subsegments have one: it is stored inline, without an
+            // allocation; more move to the heap (doubling from two).
             self.0.push((key.into(), value));
         }
     }
@@ -479,7 +478,7 @@ impl<'de> Deserialize<'de> for Annotations {
                 while let Some((k, v)) = m.next_entry::<String, AnnotationValue>()? {
                     out.push((k, v));
                 }
-                Ok(Annotations(out))
+                Ok(Annotations(smallvec::SmallVec::from_vec(out)))
             }
         }
         d.deserialize_map(V)

@@ -48,10 +48,12 @@ struct Slot {
     node: Option<OpenNode>,
 }
 
+/// Inline room for the subsegments open at once in most invocations (the
+/// handler's and a nested one or two): no allocation for them.
 #[derive(Default)]
 struct Tree {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    slots: smallvec::SmallVec<[Slot; 4]>,
+    free: smallvec::SmallVec<[u32; 4]>,
 }
 
 impl OpenNode {
@@ -254,6 +256,10 @@ impl Invocation {
             let limits = self.limits;
             match node.parent.and_then(|(p, pid)| tree.get_mut(p).map(|n| (n, pid))) {
                 Some((parent, _)) => {
+                    // Room for a handful at once instead of growing 1, 4, 8...
+                    if parent.children.capacity() == 0 {
+                        parent.children.reserve_exact(8);
+                    }
                     parent.children.push(Finished { doc, children: node.children });
                     parent.completed_children += 1;
                     parent.completed_bytes += bytes;
