@@ -4,6 +4,7 @@
 //! `type: "subsegment"`, `trace_id` and `parent_id`; one embedded in its parent's
 //! `subsegments` carries neither. Everything is serialised with serde.
 
+use compact_str::CompactString;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -416,7 +417,7 @@ impl From<&String> for AnnotationValue {
 
 /// Annotations in insertion order; a repeated key replaces the earlier value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Annotations(smallvec::SmallVec<[(String, AnnotationValue); 1]>);
+pub struct Annotations(smallvec::SmallVec<[(CompactString, AnnotationValue); 1]>);
 
 impl Annotations {
     /// Whether there are none.
@@ -443,8 +444,8 @@ impl Annotations {
     }
 
     /// [`Annotations::insert`] for a key the caller has already validated
-    /// (`&str`, or a `String` to move in: allocated only when new).
-    pub(crate) fn insert_valid(&mut self, key: impl AsRef<str> + Into<String>, value: AnnotationValue) {
+    /// (`&str`, or a key already made: stored only when new).
+    pub(crate) fn insert_valid(&mut self, key: impl AsRef<str> + Into<CompactString>, value: AnnotationValue) {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key.as_ref()) {
             slot.1 = value;
         } else {
@@ -459,7 +460,7 @@ impl Serialize for Annotations {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         map.end()
     }
@@ -476,7 +477,7 @@ impl<'de> Deserialize<'de> for Annotations {
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Annotations, A::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<String, AnnotationValue>()? {
-                    out.push((k, v));
+                    out.push((CompactString::from(k), v));
                 }
                 Ok(Annotations(smallvec::SmallVec::from_vec(out)))
             }
@@ -577,7 +578,7 @@ impl Serialize for Metadata {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(Some(self.0.len()))?;
                 for (k, v) in self.0 {
-                    map.serialize_entry(k, v)?;
+                    map.serialize_entry(k.as_str(), v)?;
                 }
                 map.end()
             }
@@ -632,13 +633,30 @@ const ASCII_NAME_BYTES: [bool; 256] = {
 /// Python SDK does), the result is capped at 200 characters, and an empty
 /// result becomes `"unnamed"`.
 pub(crate) fn sanitize_name(name: &str) -> String {
-    // The usual name: short ASCII, allowed as is, not blank.
-    if name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| ASCII_NAME_BYTES[b as usize])
-        && name.bytes().any(|b| !b.is_ascii_whitespace() && b != 0x0b)
-    {
+    if is_plain_name(name) {
         return name.to_owned();
     }
+    sanitize_unusual(name)
+}
+
+/// [`sanitize_name`] into `out` (replacing what it held, keeping its buffer).
+pub(crate) fn sanitize_name_into(name: &str, out: &mut String) {
+    out.clear();
+    if is_plain_name(name) {
+        out.push_str(name);
+    } else {
+        out.push_str(&sanitize_unusual(name));
+    }
+}
+
+/// The usual name: short ASCII, allowed as is, not blank.
+fn is_plain_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| ASCII_NAME_BYTES[b as usize])
+        && name.bytes().any(|b| !b.is_ascii_whitespace() && b != 0x0b)
+}
+
+fn sanitize_unusual(name: &str) -> String {
     let mut out: String = if name.chars().all(is_name_char) {
         truncate(name, MAX_NAME_LEN).to_owned()
     } else {

@@ -354,7 +354,9 @@ impl Emitter {
         buf.clear();
         buf.extend_from_slice(wire_header());
         if crate::encode::write_tree(&tree, buf).is_ok() && buf.len() <= self.max_datagram {
-            return self.send_last(buf, mark);
+            let sent = self.send_last(buf, mark);
+            crate::pool::recycle(tree);
+            return sent;
         }
         self.emit_with(tree.into_document(), buf, mark)
     }

@@ -166,7 +166,7 @@ impl Invocation {
     /// Opens a subsegment under `parent` (the Lambda segment when `None`).
     pub(crate) fn begin(&self, parent: Option<NodeRef>, name: &str) -> (NodeRef, EntityId) {
         let id = EntityId::random();
-        let doc = Box::new(Document::start(name, id, now_seconds()));
+        let doc = crate::pool::start(name, id, now_seconds());
         let mut tree = self.tree();
         let parent = parent.and_then(|p| tree.get_mut(p).map(|n| (p, n.id)));
         let r = tree.insert(OpenNode {

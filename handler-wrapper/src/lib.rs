@@ -62,6 +62,7 @@ pub mod http;
 pub mod http_client;
 mod invocation;
 mod layer;
+mod pool;
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub mod sqs;

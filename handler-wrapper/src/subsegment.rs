@@ -165,7 +165,8 @@ impl Subsegment {
     pub fn put_annotation(&self, key: &str, value: impl Into<AnnotationValue>) -> Result<(), TraceError> {
         validate_annotation_key(key)?;
         if self.is_sampled() {
-            let (key, value) = (key.to_owned(), value.into());
+            // Inline for keys up to 24 bytes: no allocation.
+            let (key, value) = (compact_str::CompactString::new(key), value.into());
             self.edit(move |d| d.annotations.insert_valid(key, value));
         }
         Ok(())

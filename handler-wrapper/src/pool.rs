@@ -1,0 +1,81 @@
+//! Recycled documents: once a finished subtree is sent, its documents' boxes
+//! (and their names' buffers) go to a small per-thread pool, and the next
+//! subsegments begun on that thread take them from there. In steady state a
+//! subsegment then costs no allocation for its document or its name, which
+//! was most of the library's allocator traffic per invocation.
+//!
+//! The pool holds at most [`MAX_POOLED`] documents per thread (tens of KiB),
+//! each reset to empty: nothing of a sent document stays but the capacity of
+//! its name.
+
+use std::cell::RefCell;
+
+use crate::document::{Document, Finished, sanitize_name, sanitize_name_into};
+use lambda_xray_wire::EntityId;
+
+/// Documents kept per thread, at most.
+const MAX_POOLED: usize = 64;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<Document>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An open document named `name` (sanitised), from the pool when it has one.
+pub(crate) fn start(name: &str, id: EntityId, start_time: f64) -> Box<Document> {
+    let pooled = FREE.try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.pop())).ok().flatten();
+    match pooled {
+        Some(mut doc) => {
+            sanitize_name_into(name, &mut doc.name);
+            doc.id = id;
+            doc.start_time = start_time;
+            doc
+        }
+        None => Box::new(Document { name: sanitize_name(name), id, start_time, ..Default::default() }),
+    }
+}
+
+/// Returns a sent tree's documents to the pool (dropping what does not fit).
+pub(crate) fn recycle(tree: Finished) {
+    let _ = FREE.try_with(|f| {
+        if let Ok(mut free) = f.try_borrow_mut() {
+            give(tree, &mut free);
+        }
+    });
+}
+
+fn give(tree: Finished, free: &mut Vec<Box<Document>>) {
+    let Finished { mut doc, children } = tree;
+    for child in children {
+        give(child, free);
+    }
+    if free.len() < MAX_POOLED {
+        if free.capacity() == 0 {
+            free.reserve_exact(MAX_POOLED);
+        }
+        let mut name = std::mem::take(&mut doc.name);
+        name.clear();
+        *doc = Document { name, ..Default::default() };
+        free.push(doc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_document_starts_empty_with_its_new_name() {
+        let id = EntityId::random();
+        let mut doc = start("first", id, 1.0);
+        doc.annotations.insert_valid("k", 1.into());
+        doc.fault = true;
+        doc.namespace = Some("remote".into());
+        recycle(Finished { doc, children: vec![Finished { doc: start("child", id, 2.0), children: Vec::new() }] });
+        let again = start("second name!", id, 3.0);
+        let fresh = Document { name: "second name".into(), id, start_time: 3.0, ..Default::default() };
+        assert_eq!(*again, fresh);
+        let other = start("third", id, 4.0);
+        assert_eq!(other.name, "third");
+        assert!(other.annotations.is_empty() && !other.fault && other.namespace.is_none());
+    }
+}
