@@ -23,35 +23,6 @@ pub(crate) fn write_document(doc: &Document, buf: &mut Vec<u8>) -> serde_json::R
 /// Appends `tree` as the one document it stands for: its root with the
 /// root's own `subsegments`, then the finished children, as
 /// `write_document(&tree.into_document())` would, without building it.
-/// An epoch time in seconds, to the microsecond (X-Ray's precision): fixed
-/// point for the usual values, about a third of the cost of the shortest
-/// float representation; anything else (negative, huge, not finite) as
-/// serde_json writes it.
-fn write_time(t: f64, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-    // Below 2^53 µs (year 2255) the rounding is exact.
-    if !(0.0..9.0e9).contains(&t) {
-        return serde_json::to_writer(&mut *buf, &t);
-    }
-    let micros = (t * 1e6).round() as u64;
-    let (secs, frac) = (micros / 1_000_000, (micros % 1_000_000) as u32);
-    buf.extend_from_slice(itoa::Buffer::new().format(secs).as_bytes());
-    if frac == 0 {
-        // As serde_json writes a whole float.
-        buf.extend_from_slice(b".0");
-    } else {
-        let mut digits = [b'0'; 7];
-        digits[0] = b'.';
-        let mut rest = frac;
-        for d in digits[1..].iter_mut().rev() {
-            *d = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        let len = 7 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-        buf.extend_from_slice(&digits[..len]);
-    }
-    Ok(())
-}
-
 pub(crate) fn write_tree(tree: &Finished, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     write_fields(&tree.doc, buf)?;
     write_children(&tree.doc, &tree.children, buf)
@@ -98,10 +69,10 @@ fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         write_str(kind, buf)?;
     }
     buf.extend_from_slice(b",\"start_time\":");
-    write_time(doc.start_time, buf)?;
+    serde_json::to_writer(&mut *buf, &doc.start_time)?;
     if let Some(end_time) = doc.end_time {
         buf.extend_from_slice(b",\"end_time\":");
-        write_time(end_time, buf)?;
+        serde_json::to_writer(&mut *buf, &end_time)?;
     }
     if doc.in_progress {
         buf.extend_from_slice(b",\"in_progress\":true");
@@ -208,27 +179,6 @@ mod tests {
 
     fn raw(v: serde_json::Value) -> Box<serde_json::value::RawValue> {
         serde_json::value::to_raw_value(&v).unwrap_or_else(|_| serde_json::value::to_raw_value(&0).unwrap_or_default())
-    }
-
-    #[test]
-    fn times_are_written_to_the_microsecond_and_odd_values_as_serde_does() {
-        let written = |t: f64| {
-            let mut buf = Vec::new();
-            write_time(t, &mut buf).map(|()| String::from_utf8(buf).unwrap_or_default()).unwrap_or_default()
-        };
-        assert_eq!(written(1_796_166_000.123_456_7), "1796166000.123457");
-        assert_eq!(written(1_796_166_000.5), "1796166000.5");
-        assert_eq!(written(1_796_166_000.000_001), "1796166000.000001");
-        assert_eq!(written(1_796_166_000.999_999_9), "1796166001.0");
-        assert_eq!(written(0.0), "0.0");
-        assert_eq!(written(2.0), "2.0");
-        for odd in [-1.5, 1e12, f64::NAN, f64::INFINITY] {
-            assert_eq!(written(odd), serde_json::to_string(&odd).unwrap_or_default(), "{odd}");
-        }
-        // What is written reads back as the time to the microsecond.
-        let t = 1_796_166_123.654_321_2;
-        let back: f64 = written(t).parse().unwrap_or_default();
-        assert!((back - t).abs() < 1e-6);
     }
 
     #[test]
