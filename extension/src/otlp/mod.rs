@@ -1,0 +1,320 @@
+//! OTLP/HTTP (protobuf) export: the documents of a flush as one
+//! `ExportTraceServiceRequest`, gzipped, to an OpenTelemetry collector or to
+//! X-Ray's OTLP endpoint (SigV4-signed).
+//!
+//! The OTLP queue holds the same documents as the daemon's buffer (the
+//! `Bytes` are shared, so `both` costs no second copy), under the same byte
+//! bound and drop-oldest policy, counted in `export_dropped`. One request is
+//! in flight at a time, as a task of its own: when the flush's time is up the
+//! flush returns (so `next` is never late) while the request goes on, bounded
+//! by `OTEL_EXPORTER_OTLP_TIMEOUT`; its documents come back to the queue if it
+//! fails and are counted in `exported` when it succeeds. Delivery is at least
+//! once: a request whose answer was lost is sent again.
+//!
+//! - [`mapping`]: documents to spans.
+//! - [`export`]: the connection and the retries of one request.
+//! - [`sigv4`]: signing for X-Ray's endpoint.
+//! - [`settings`]: the `OTEL_*` settings.
+
+pub mod export;
+pub mod mapping;
+pub mod settings;
+pub mod sigv4;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::counters::Counters;
+use export::{Client, Outcome};
+use mapping::Skip;
+pub use settings::OtlpSettings;
+
+/// Document bytes in one request at most: X-Ray's endpoint takes 5 MB of
+/// uncompressed protobuf, which a span's attributes rarely exceed its JSON.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Documents in one request at most (X-Ray's endpoint: 10,000 spans; a
+/// document can hold several).
+const MAX_REQUEST_DOCUMENTS: usize = 2_000;
+/// After a failed request, timer-driven flushes (periodic, continuous) wait
+/// this long before the next one; flushes before `next` always try.
+const FAILED_PAUSE: Duration = Duration::from_secs(1);
+
+/// What a request task hands back: the client (with its connection) and, if
+/// it carried documents, how the request ended.
+pub type JobResult = (Client, Option<Outcome>);
+
+struct Job {
+    documents: Vec<Bytes>,
+    task: JoinHandle<JobResult>,
+}
+
+/// The OTLP side of the forwarder.
+pub struct Otlp {
+    settings: Arc<OtlpSettings>,
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    bound: usize,
+    /// `None` while a job has it.
+    client: Option<Client>,
+    job: Option<Job>,
+    counters: Arc<Counters>,
+    failing: bool,
+    paused_until: Option<Instant>,
+}
+
+/// One request's body, and what went into it.
+pub struct Built {
+    /// The protobuf, gzipped when the settings say so.
+    pub body: Bytes,
+    /// Spans in the request.
+    pub spans: usize,
+    /// Documents that gave no span (in progress, or not mappable).
+    pub skipped: usize,
+}
+
+/// Builds the request for `documents` (daemon datagrams: header line, body).
+pub fn build(documents: &[Bytes], resource: &[opentelemetry_proto::tonic::common::v1::KeyValue], gzip: bool) -> Built {
+    let mut spans: Vec<Span> = Vec::with_capacity(documents.len());
+    let mut skipped = 0;
+    for datagram in documents {
+        let body = datagram.iter().position(|&b| b == b'\n').map_or(&datagram[..], |at| &datagram[at + 1..]);
+        match mapping::document_spans(body, &mut spans) {
+            Ok(_) => {}
+            Err(Skip::InProgress) => skipped += 1,
+            Err(Skip::Malformed) => {
+                log!(Debug, "OTLP: a document that does not map to spans is skipped");
+                skipped += 1;
+            }
+        }
+    }
+    let count = spans.len();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: resource.to_vec(), ..Resource::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "lambda-xray-extension".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..InstrumentationScope::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let raw = request.encode_to_vec();
+    let body = if gzip { gzip_bytes(&raw).unwrap_or_else(|| Bytes::from(raw)) } else { Bytes::from(raw) };
+    Built { body, spans: count, skipped }
+}
+
+/// gzip at the fastest level: the sandbox's CPU is the function's.
+fn gzip_bytes(raw: &[u8]) -> Option<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), flate2::Compression::fast());
+    encoder.write_all(raw).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}
+
+impl Otlp {
+    /// The OTLP side, with the same byte bound as the daemon's buffer.
+    pub fn new(settings: OtlpSettings, bound: usize, counters: Arc<Counters>) -> Self {
+        let settings = Arc::new(settings);
+        counters.otlp.store(true, Relaxed);
+        log!(
+            Info,
+            "OTLP export to {}{}{}",
+            settings.endpoint,
+            if settings.signing.is_some() { ", SigV4-signed" } else { "" },
+            if settings.gzip { ", gzip" } else { "" }
+        );
+        Self {
+            client: Some(Client::new(settings.clone())),
+            settings,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            bound,
+            job: None,
+            counters,
+            failing: false,
+            paused_until: None,
+        }
+    }
+
+    /// Documents not yet delivered: queued or in the request in flight.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.job.as_ref().map_or(0, |j| j.documents.len())
+    }
+
+    /// Queues one datagram; when full, drops the oldest.
+    pub fn push(&mut self, datagram: Bytes) {
+        let len = datagram.len();
+        if len > self.bound {
+            Counters::bump(&self.counters.export_dropped);
+            return;
+        }
+        while self.queued_bytes + len > self.bound {
+            let Some(oldest) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= oldest.len();
+            Counters::bump(&self.counters.export_dropped);
+        }
+        self.queued_bytes += len;
+        self.queue.push_back(datagram);
+    }
+
+    /// At INVOKE: opens the connection in the background if there is none,
+    /// so the flush after the function finds it ready.
+    pub fn warm(&mut self) {
+        if self.job.is_some() || self.client.as_ref().is_none_or(Client::connected) {
+            return;
+        }
+        let Some(mut client) = self.client.take() else {
+            return;
+        };
+        let until = Instant::now() + self.settings.timeout;
+        let task = tokio::spawn(async move {
+            if let Err(e) = client.connect(until).await {
+                log!(Debug, "OTLP: connecting ahead failed: {e}");
+            }
+            (client, None)
+        });
+        self.job = Some(Job { documents: Vec::new(), task });
+    }
+
+    /// Whether a timer-driven flush should start a request now.
+    pub fn due(&self) -> bool {
+        (!self.queue.is_empty() || self.job.is_some()) && self.paused_until.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// The request in flight, if any, to await alongside the intake.
+    pub fn task_mut(&mut self) -> Option<&mut JoinHandle<JobResult>> {
+        self.job.as_mut().map(|j| &mut j.task)
+    }
+
+    /// Books the end of the request in flight.
+    pub fn finish(&mut self, result: Result<JobResult, tokio::task::JoinError>) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        let documents = job.documents;
+        let outcome = match result {
+            Ok((client, outcome)) => {
+                self.client = Some(client);
+                outcome
+            }
+            Err(e) => {
+                log!(Error, "OTLP: the export task failed ({e}); keeping its documents");
+                self.client = Some(Client::new(self.settings.clone()));
+                Some(Outcome::Failed("task failed".into()))
+            }
+        };
+        let Some(outcome) = outcome else {
+            return;
+        };
+        let n = documents.len() as u64;
+        match outcome {
+            Outcome::Accepted { rejected, message } => {
+                self.counters.exported.fetch_add(n, Relaxed);
+                if rejected > 0 {
+                    log!(Warn, "OTLP endpoint refused {rejected} spans: {message}");
+                }
+                if self.failing {
+                    log!(Info, "OTLP export works again");
+                    self.failing = false;
+                }
+                self.paused_until = None;
+            }
+            Outcome::Rejected(status) => {
+                Counters::bump(&self.counters.export_failures);
+                self.counters.export_dropped.fetch_add(n, Relaxed);
+                log!(Warn, "OTLP endpoint {} answered {status}: dropping the {n} documents of that request", self.settings.endpoint);
+                self.paused_until = Some(Instant::now() + FAILED_PAUSE);
+            }
+            Outcome::Failed(why) => {
+                Counters::bump(&self.counters.export_failures);
+                if !self.failing {
+                    log!(Warn, "OTLP export to {} failed ({why}); keeping {n} documents for the next flush", self.settings.endpoint);
+                    self.failing = true;
+                } else {
+                    log!(Debug, "OTLP export failed again ({why})");
+                }
+                for datagram in documents.into_iter().rev() {
+                    self.queued_bytes += datagram.len();
+                    self.queue.push_front(datagram);
+                }
+                // Over the bound now if more came meanwhile: trimmed oldest first.
+                while self.queued_bytes > self.bound {
+                    let Some(oldest) = self.queue.pop_front() else {
+                        break;
+                    };
+                    self.queued_bytes -= oldest.len();
+                    Counters::bump(&self.counters.export_dropped);
+                }
+                self.paused_until = Some(Instant::now() + FAILED_PAUSE);
+            }
+        }
+    }
+
+    /// Whether a request is in flight.
+    pub fn busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// Starts a request with what is queued (up to the request limits);
+    /// retries stop at `retry_until`, the request itself at the export
+    /// timeout. `false` when there was nothing to send or a request is in flight.
+    pub fn start(&mut self, retry_until: Instant) -> bool {
+        if self.job.is_some() || self.queue.is_empty() {
+            return false;
+        }
+        let Some(mut client) = self.client.take() else {
+            return false;
+        };
+        let mut documents = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = self.queue.front() {
+            if !documents.is_empty() && (bytes + next.len() > MAX_REQUEST_BYTES || documents.len() == MAX_REQUEST_DOCUMENTS) {
+                break;
+            }
+            bytes += next.len();
+            if let Some(datagram) = self.queue.pop_front() {
+                documents.push(datagram);
+            }
+        }
+        self.queued_bytes -= bytes;
+        let built = build(&documents, &self.settings.resource, self.settings.gzip);
+        self.counters.export_skipped.fetch_add(built.skipped as u64, Relaxed);
+        if built.spans == 0 {
+            self.client = Some(client);
+            return false;
+        }
+        log!(Debug, "OTLP: sending {} spans of {} documents, {} bytes", built.spans, documents.len(), built.body.len());
+        let attempt_until = Instant::now() + self.settings.timeout;
+        let retry_until = retry_until.min(attempt_until);
+        let body = built.body;
+        let task = tokio::spawn(async move {
+            let outcome = client.send(body, retry_until, attempt_until).await;
+            (client, Some(outcome))
+        });
+        self.job = Some(Job { documents, task });
+        true
+    }
+
+    /// The export timeout (the bound of timer-driven flushes).
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+}
