@@ -80,18 +80,21 @@ pub struct Built {
     pub body: Bytes,
     /// Spans in the request.
     pub spans: usize,
+    /// The documents that gave them (the request's, for retries and counts).
+    pub documents: Vec<Bytes>,
     /// Documents that gave no span (in progress, or not mappable).
     pub skipped: usize,
 }
 
 /// Builds the request for `documents` (daemon datagrams: header line, body).
-pub fn build(documents: &[Bytes], resource: &[opentelemetry_proto::tonic::common::v1::KeyValue], gzip: bool) -> Built {
+pub fn build(documents: Vec<Bytes>, resource: &[opentelemetry_proto::tonic::common::v1::KeyValue], gzip: bool) -> Built {
     let mut spans: Vec<Span> = Vec::with_capacity(documents.len());
     let mut skipped = 0;
+    let mut kept = Vec::with_capacity(documents.len());
     for datagram in documents {
         let body = datagram.iter().position(|&b| b == b'\n').map_or(&datagram[..], |at| &datagram[at + 1..]);
         match mapping::document_spans(body, &mut spans) {
-            Ok(_) => {}
+            Ok(_) => kept.push(datagram),
             Err(Skip::InProgress) => skipped += 1,
             Err(Skip::Malformed) => {
                 log!(Debug, "OTLP: a document that does not map to spans is skipped");
@@ -117,7 +120,7 @@ pub fn build(documents: &[Bytes], resource: &[opentelemetry_proto::tonic::common
     };
     let raw = request.encode_to_vec();
     let body = if gzip { gzip_bytes(&raw).unwrap_or_else(|| Bytes::from(raw)) } else { Bytes::from(raw) };
-    Built { body, spans: count, skipped }
+    Built { body, spans: count, documents: kept, skipped }
 }
 
 /// gzip at the fastest level: the sandbox's CPU is the function's.
@@ -295,12 +298,13 @@ impl Otlp {
             }
         }
         self.queued_bytes -= bytes;
-        let built = build(&documents, &self.settings.resource, self.settings.gzip);
+        let built = build(documents, &self.settings.resource, self.settings.gzip);
         self.counters.export_skipped.fetch_add(built.skipped as u64, Relaxed);
         if built.spans == 0 {
             self.client = Some(client);
             return false;
         }
+        let documents = built.documents;
         log!(Debug, "OTLP: sending {} spans of {} documents, {} bytes", built.spans, documents.len(), built.body.len());
         let attempt_until = Instant::now() + self.settings.timeout;
         let retry_until = retry_until.min(attempt_until);
