@@ -322,3 +322,90 @@ impl Otlp {
         self.settings.timeout
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+    fn golden() -> Vec<Bytes> {
+        [
+            &include_bytes!("../../../fixtures/golden/raw/001.dgram")[..],
+            include_bytes!("../../../fixtures/golden/raw/002.dgram"),
+            include_bytes!("../../../fixtures/golden/raw/003.dgram"),
+            include_bytes!("../../../fixtures/golden/raw/004.dgram"),
+            include_bytes!("../../../fixtures/golden/raw/005.dgram"),
+            include_bytes!("../../../fixtures/golden/raw/006.dgram"),
+            include_bytes!("../../../fixtures/golden/raw/007.dgram"),
+        ]
+        .into_iter()
+        .map(Bytes::from_static)
+        .collect()
+    }
+
+    fn resource() -> Vec<KeyValue> {
+        vec![mapping::string("service.name", "orders"), mapping::string("cloud.provider", "aws")]
+    }
+
+    #[test]
+    fn one_request_for_the_documents_of_a_flush() {
+        let mut documents = golden();
+        documents.push(Bytes::from_static(b"{\"format\":\"json\",\"version\":1}\nnot json"));
+        let built = build(documents, &resource(), true);
+        assert_eq!(built.spans, 7);
+        assert_eq!(built.skipped, 1);
+        assert_eq!(built.documents.len(), 7, "the skipped document is not kept for retries");
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&built.body[..]), &mut raw).unwrap();
+        let request = ExportTraceServiceRequest::decode(&raw[..]).unwrap();
+        assert_eq!(request.resource_spans.len(), 1);
+        let resource_spans = &request.resource_spans[0];
+        assert_eq!(resource_spans.resource.as_ref().unwrap().attributes, resource());
+        assert_eq!(resource_spans.scope_spans[0].scope.as_ref().unwrap().name, "lambda-xray-extension");
+        assert_eq!(resource_spans.scope_spans[0].spans.len(), 7);
+        let plain = build(golden(), &resource(), false);
+        assert_eq!(ExportTraceServiceRequest::decode(plain.body).unwrap(), request);
+    }
+
+    #[test]
+    fn drop_oldest_within_the_bound() {
+        let counters = Arc::new(Counters::default());
+        let settings = settings::from_lookup(&|k: &str| match k {
+            "LAMBDA_XRAY_EXTENSION_EXPORT" => Some("otlp".to_owned()),
+            _ => None,
+        })
+        .1
+        .unwrap();
+        let docs = golden();
+        let bound = docs[1].len() + docs[2].len();
+        let mut otlp = Otlp::new(settings, bound, counters.clone());
+        otlp.push(Bytes::from(vec![b'x'; bound + 1]));
+        for d in &docs[..3] {
+            otlp.push(d.clone());
+        }
+        assert_eq!(counters.export_dropped.load(Relaxed), 2, "the oversized one and the oldest");
+        assert_eq!(otlp.pending(), 2);
+        assert_eq!(otlp.queue[0], docs[1]);
+        assert!(otlp.queued_bytes <= bound);
+    }
+
+    /// `cargo test --release -p lambda-xray-extension --bin lambda-xray-extension bench_build -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark"]
+    fn bench_build_request() {
+        let mut documents = golden();
+        documents.extend(golden().into_iter().take(1));
+        let rounds = 20_000;
+        for gzip in [false, true] {
+            let start = std::time::Instant::now();
+            let mut size = 0;
+            for _ in 0..rounds {
+                size = std::hint::black_box(build(documents.clone(), &resource(), gzip)).body.len();
+            }
+            let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+            let input: usize = documents.iter().map(Bytes::len).sum();
+            println!("BENCH build: {} documents ({input} bytes of JSON), gzip {gzip}: {per:.1} µs per request, body {size} bytes", documents.len());
+        }
+    }
+}
