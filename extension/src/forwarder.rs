@@ -199,8 +199,12 @@ impl ForwarderHandle {
 /// What woke the forwarder.
 enum Wake {
     Command(Option<Command>),
+    /// The flush timer.
     Flush,
+    /// The check of the Telemetry API's silence.
     Patience,
+    /// A bounded wait ended.
+    TimeUp,
     Export(Result<JobResult, tokio::task::JoinError>),
 }
 
@@ -286,6 +290,7 @@ impl Forwarder {
                             self.check_telemetry_patience();
                             continue;
                         }
+                        Wake::TimeUp => continue,
                         Wake::Export(result) => {
                             if let Some(otlp) = self.otlp.as_mut() {
                                 otlp.finish(result);
@@ -593,7 +598,7 @@ impl Forwarder {
             };
             let waited = tokio::select! {
                 result = task => Wake::Export(result),
-                () = tokio::time::sleep_until(until) => Wake::Patience,
+                () = tokio::time::sleep_until(until) => Wake::TimeUp,
                 command = self.rx.recv() => Wake::Command(command),
             };
             match waited {
@@ -605,7 +610,7 @@ impl Forwarder {
                 }
                 Wake::Command(Some(Command::Document(datagram))) => self.take_document(datagram),
                 Wake::Command(Some(other)) => self.deferred.push_back(other),
-                Wake::Command(None) | Wake::Patience | Wake::Flush => return,
+                Wake::Command(None) | Wake::TimeUp | Wake::Patience | Wake::Flush => return,
             }
         }
     }

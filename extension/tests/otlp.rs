@@ -102,16 +102,15 @@ async fn spans_mirror_the_daemon_documents() {
     let spans = receiver.spans();
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
     assert_eq!(by_id.len(), spans.len(), "one span per entity id");
-    let entities: Vec<(String, Value)> = lambda_xray_e2e::flatten(&documents)
-        .into_iter()
-        .filter(|(_, e)| e["in_progress"] != true)
-        .collect();
+    let entities: Vec<(String, Value)> =
+        lambda_xray_e2e::flatten(&documents).into_iter().filter(|(_, e)| e["in_progress"] != true).collect();
     assert_eq!(spans.len(), entities.len(), "every entity and nothing else");
     let mut causes = 0;
     for (parent_id, entity) in &entities {
         let id = entity["id"].as_str().unwrap();
         let span = by_id.get(id).unwrap_or_else(|| panic!("no span for {id}"));
-        let trace = documents.iter().find(|d| lambda_xray_e2e::flatten(std::slice::from_ref(d)).iter().any(|(_, e)| e["id"] == id)).unwrap();
+        let trace =
+            documents.iter().find(|d| lambda_xray_e2e::flatten(std::slice::from_ref(d)).iter().any(|(_, e)| e["id"] == id)).unwrap();
         assert_eq!(xray_trace_id(&span.trace_id), trace["trace_id"].as_str().unwrap());
         assert_eq!(hex(&span.parent_span_id), *parent_id, "{id}: parent");
         assert_eq!(span.name, entity["name"].as_str().unwrap());
@@ -127,7 +126,9 @@ async fn spans_mirror_the_daemon_documents() {
             assert!(same_value(value, attr(&span.attributes, key)), "{id}: annotation {key}");
         }
         for (namespace, value) in entity["metadata"].as_object().into_iter().flatten() {
-            let Some(Any::StringValue(json)) = attr(&span.attributes, &format!("aws.xray.metadata.{namespace}")) else { panic!("{id}: metadata") };
+            let Some(Any::StringValue(json)) = attr(&span.attributes, &format!("aws.xray.metadata.{namespace}")) else {
+                panic!("{id}: metadata")
+            };
             assert_eq!(serde_json::from_str::<Value>(json).unwrap(), *value);
         }
         if let Some(status) = entity["http"]["response"].get("status") {
@@ -272,7 +273,8 @@ async fn rejected_and_over_the_bound_are_counted() {
 
     const BOUND: usize = 20_000;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let platform = otlp_platform(format!("http://{closed}/v1/traces"), vec![("LAMBDA_XRAY_EXTENSION_BUFFER_BYTES", BOUND.to_string())]).await;
+    let platform =
+        otlp_platform(format!("http://{closed}/v1/traces"), vec![("LAMBDA_XRAY_EXTENSION_BUFFER_BYTES", BOUND.to_string())]).await;
     platform.invoke(json!({"docs": 60, "pad": 700, "done": true})).await;
     let counters = platform.shutdown().await.unwrap();
     let received = counters["received"].as_u64().unwrap() + counters["enriched"].as_u64().unwrap();

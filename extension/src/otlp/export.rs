@@ -238,11 +238,8 @@ impl Client {
         }
         let (mut parts, body) = request.into_parts();
         // Sent in origin form; the absolute URI was only for signing.
-        parts.uri = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<http::Uri>()
-            .map_err(|e| ExportError::Request(e.to_string()))?;
+        parts.uri =
+            uri.path_and_query().map_or("/", |p| p.as_str()).parse::<http::Uri>().map_err(|e| ExportError::Request(e.to_string()))?;
         Ok(Request::from_parts(parts, Full::new(body)))
     }
 }

@@ -208,9 +208,16 @@ fn entity(doc: &Map<String, Value>, trace: [u8; 16], parent: Option<[u8; 8]>, to
     let failed =
         fault || error || throttle || cause.is_some_and(|c| !c.is_null()) || status_code.is_some_and(|s| !(100..=398).contains(&s));
     if failed && status_message.is_empty() {
-        status_message = if fault { "fault" } else if throttle { "throttle" } else { "error" }.to_owned();
+        status_message = if fault {
+            "fault"
+        } else if throttle {
+            "throttle"
+        } else {
+            "error"
+        }
+        .to_owned();
     }
-    let status = failed.then(|| Status { message: status_message, code: StatusCode::Error as i32 });
+    let status = failed.then_some(Status { message: status_message, code: StatusCode::Error as i32 });
 
     out.push(Span {
         trace_id: trace.to_vec(),
@@ -348,7 +355,13 @@ mod tests {
             trace_id(TRACE).unwrap(),
             [0x57, 0x59, 0xe9, 0x88, 0xbd, 0x86, 0x2e, 0x3f, 0xe1, 0xbe, 0x46, 0xa9, 0x94, 0x27, 0x27, 0x93]
         );
-        for bad in ["", "1-5759e988", "2-5759e988-bd862e3fe1be46a994272793", "1-5759e98g-bd862e3fe1be46a994272793", "1-5759e988-bd862e3fe1be46a99427279"] {
+        for bad in [
+            "",
+            "1-5759e988",
+            "2-5759e988-bd862e3fe1be46a994272793",
+            "1-5759e98g-bd862e3fe1be46a994272793",
+            "1-5759e988-bd862e3fe1be46a99427279",
+        ] {
             assert_eq!(trace_id(bad), None, "{bad}");
         }
         assert_eq!(span_id("53995c3f42cd8ad8").unwrap(), [0x53, 0x99, 0x5c, 0x3f, 0x42, 0xcd, 0x8a, 0xd8]);
@@ -382,10 +395,12 @@ mod tests {
 
     #[test]
     fn annotations_metadata_user_service() {
-        let s = spans(json!({"id": "ef79be37a93984b8", "name": "w", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
+        let s = spans(
+            json!({"id": "ef79be37a93984b8", "name": "w", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
             "annotations": {"order_id": "o-123", "count": 3, "ok": true, "ratio": 0.5},
             "metadata": {"app": {"payload": {"a": 1}}, "default": {"plain": "v"}},
-            "user": "alice", "service": {"version": "1.2"}}));
+            "user": "alice", "service": {"version": "1.2"}}),
+        );
         let span = &s[0];
         assert_eq!(text(span, "order_id"), "o-123");
         assert_eq!(get(span, "count"), Some(&Any::IntValue(3)));
@@ -424,20 +439,26 @@ mod tests {
         assert_eq!(get(&e, "aws.xray.exception.remote"), Some(&Any::BoolValue(false)));
 
         // Only an exception id: the status message.
-        let s = spans(json!({"id": "cbace9aaa8ee5a6a", "name": "p", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0, "cause": "a5cb2d33faf58551"}));
+        let s = spans(
+            json!({"id": "cbace9aaa8ee5a6a", "name": "p", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0, "cause": "a5cb2d33faf58551"}),
+        );
         assert_eq!(s[0].status.as_ref().unwrap().message, "a5cb2d33faf58551");
         assert!(s[0].events.is_empty());
         // error / throttle without a cause.
-        let s = spans(json!({"id": "cbace9aaa8ee5a6a", "name": "t", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0, "error": true, "throttle": true}));
+        let s = spans(
+            json!({"id": "cbace9aaa8ee5a6a", "name": "t", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0, "error": true, "throttle": true}),
+        );
         assert_eq!(s[0].status.as_ref().unwrap().message, "throttle");
         assert_eq!(get(&s[0], "aws.xray.throttle"), Some(&Any::BoolValue(true)));
     }
 
     #[test]
     fn http_block_and_kind() {
-        let s = spans(json!({"id": "b82ca54148444c63", "name": "api", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
+        let s = spans(
+            json!({"id": "b82ca54148444c63", "name": "api", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
             "http": {"request": {"method": "GET", "url": "https://example.com/x?y=1", "user_agent": "curl", "client_ip": "10.0.0.1", "x_forwarded_for": true},
-                     "response": {"status": 503, "content_length": 42}}}));
+                     "response": {"status": 503, "content_length": 42}}}),
+        );
         let span = &s[0];
         assert_eq!(span.kind, SpanKind::Server as i32, "a client ip without namespace is a server span");
         assert_eq!(text(span, "http.request.method"), "GET");
@@ -448,17 +469,21 @@ mod tests {
         assert_eq!(get(span, "http.response.status_code"), Some(&Any::IntValue(503)));
         assert_eq!(get(span, "http.response.body.size"), Some(&Any::IntValue(42)));
         assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32, "5xx is an error");
-        let ok = spans(json!({"id": "b82ca54148444c63", "name": "r", "namespace": "remote", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0,
-            "http": {"response": {"status": 200}}}));
+        let ok = spans(
+            json!({"id": "b82ca54148444c63", "name": "r", "namespace": "remote", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0,
+            "http": {"response": {"status": 200}}}),
+        );
         assert_eq!(ok[0].kind, SpanKind::Client as i32);
         assert!(ok[0].status.is_none());
     }
 
     #[test]
     fn aws_and_sql_blocks() {
-        let s = spans(json!({"id": "fd5c94c73cffd587", "name": "SQS", "namespace": "aws", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
+        let s = spans(
+            json!({"id": "fd5c94c73cffd587", "name": "SQS", "namespace": "aws", "trace_id": TRACE, "type": "subsegment", "start_time": 1.0, "end_time": 2.0,
             "aws": {"operation": "SendMessage", "region": "us-east-1", "request_id": "r-1", "queue_url": "https://q", "account_id": "123456789012",
-                    "table_name": "t", "retries": 2, "message_id": "m-1", "nested": {"x": 1}}}));
+                    "table_name": "t", "retries": 2, "message_id": "m-1", "nested": {"x": 1}}}),
+        );
         let span = &s[0];
         assert_eq!(span.kind, SpanKind::Client as i32);
         assert_eq!(text(span, "aws.service"), "SQS");
@@ -475,8 +500,10 @@ mod tests {
         assert_eq!(text(span, "aws.message_id"), "m-1");
         assert_eq!(get(span, "aws.nested"), None, "objects are not flattened");
 
-        let s = spans(json!({"id": "fd5c94c73cffd587", "name": "db", "namespace": "remote", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0,
-            "sql": {"url": "postgresql://host:5432/orders?ssl=1", "database_type": "PostgreSQL", "sanitized_query": "SELECT 1", "user": "app"}}));
+        let s = spans(
+            json!({"id": "fd5c94c73cffd587", "name": "db", "namespace": "remote", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0,
+            "sql": {"url": "postgresql://host:5432/orders?ssl=1", "database_type": "PostgreSQL", "sanitized_query": "SELECT 1", "user": "app"}}),
+        );
         let span = &s[0];
         assert_eq!(text(span, "db.connection_string"), "postgresql://host:5432/orders?ssl=1");
         assert_eq!(text(span, "db.name"), "orders");

@@ -197,9 +197,10 @@ impl Otlp {
         self.job = Some(Job { documents: Vec::new(), task });
     }
 
-    /// Whether a timer-driven flush should start a request now.
+    /// Whether a timer-driven flush should start a request now: documents
+    /// queued, none in flight, and no recent failure.
     pub fn due(&self) -> bool {
-        (!self.queue.is_empty() || self.job.is_some()) && self.paused_until.is_none_or(|at| Instant::now() >= at)
+        !self.queue.is_empty() && self.job.is_none() && self.paused_until.is_none_or(|at| Instant::now() >= at)
     }
 
     /// The request in flight, if any, to await alongside the intake.
@@ -405,7 +406,10 @@ mod tests {
             }
             let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
             let input: usize = documents.iter().map(Bytes::len).sum();
-            println!("BENCH build: {} documents ({input} bytes of JSON), gzip {gzip}: {per:.1} µs per request, body {size} bytes", documents.len());
+            println!(
+                "BENCH build: {} documents ({input} bytes of JSON), gzip {gzip}: {per:.1} µs per request, body {size} bytes",
+                documents.len()
+            );
         }
     }
 }

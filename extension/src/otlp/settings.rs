@@ -72,7 +72,11 @@ pub fn from_lookup(var: &impl Fn(&str) -> Option<String>) -> (Destinations, Opti
     match otlp(var, xray) {
         Ok(settings) => (destinations, Some(settings)),
         Err(why) => {
-            log!(Error, "OTLP export is off: {why}; {}", if destinations.daemon { "sending to the daemon only" } else { "sending to the daemon instead" });
+            log!(
+                Error,
+                "OTLP export is off: {why}; {}",
+                if destinations.daemon { "sending to the daemon only" } else { "sending to the daemon instead" }
+            );
             (Destinations { daemon: true, otlp: false }, None)
         }
     }
@@ -146,7 +150,11 @@ fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSetting
         Some(t) => match t.trim().parse::<u64>() {
             Ok(ms) if ms > 0 => Duration::from_millis(ms),
             _ => {
-                log!(Warn, "OTEL_EXPORTER_OTLP_TIMEOUT={t:?} is not a positive number of milliseconds; using {} ms", DEFAULT_TIMEOUT.as_millis());
+                log!(
+                    Warn,
+                    "OTEL_EXPORTER_OTLP_TIMEOUT={t:?} is not a positive number of milliseconds; using {} ms",
+                    DEFAULT_TIMEOUT.as_millis()
+                );
                 DEFAULT_TIMEOUT
             }
         },
@@ -166,7 +174,11 @@ fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSetting
         Some("false" | "0" | "no" | "off") => false,
         Some(other) => {
             let auto = xray || host_region.is_some();
-            log!(Warn, "LAMBDA_XRAY_EXTENSION_OTLP_SIGV4={other:?} is not true|false; {}", if auto { "signing (X-Ray endpoint)" } else { "not signing" });
+            log!(
+                Warn,
+                "LAMBDA_XRAY_EXTENSION_OTLP_SIGV4={other:?} is not true|false; {}",
+                if auto { "signing (X-Ray endpoint)" } else { "not signing" }
+            );
             auto
         }
     };
@@ -273,14 +285,20 @@ fn resource(var: &impl Fn(&str) -> Option<String>) -> Vec<KeyValue> {
     }
     if let Some(mb) = var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|m| m.trim().parse::<i64>().ok()) {
         // semconv: faas.max_memory is in bytes.
-        put(&mut attributes, KeyValue {
-            key: "faas.max_memory".into(),
-            value: Some(AnyValue { value: Some(Any::IntValue(mb.saturating_mul(1024 * 1024))) }),
-        });
+        put(
+            &mut attributes,
+            KeyValue {
+                key: "faas.max_memory".into(),
+                value: Some(AnyValue { value: Some(Any::IntValue(mb.saturating_mul(1024 * 1024))) }),
+            },
+        );
     }
     if let Some(group) = var("AWS_LAMBDA_LOG_GROUP_NAME") {
         let values = vec![AnyValue { value: Some(Any::StringValue(group)) }];
-        put(&mut attributes, KeyValue { key: "aws.log.group.names".into(), value: Some(AnyValue { value: Some(Any::ArrayValue(ArrayValue { values })) }) });
+        put(
+            &mut attributes,
+            KeyValue { key: "aws.log.group.names".into(), value: Some(AnyValue { value: Some(Any::ArrayValue(ArrayValue { values })) }) },
+        );
     }
     let from_resource = attributes.iter().any(|a| a.key == "service.name");
     match var("OTEL_SERVICE_NAME").or_else(|| var("AWS_LAMBDA_FUNCTION_NAME")) {
@@ -365,10 +383,17 @@ mod tests {
         assert_eq!(signing.region, "eu-west-1");
         assert_eq!(signing.session_token.as_deref(), Some("token"));
         // Signing follows the host, and the override keeps signing for the region.
-        let mut env = vec![("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://xray.us-east-2.amazonaws.com/v1/traces")];
+        let mut env = vec![
+            ("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://xray.us-east-2.amazonaws.com/v1/traces"),
+        ];
         env.extend(creds);
         assert_eq!(read(&env).1.unwrap().signing.unwrap().region, "us-east-2");
-        let mut env = vec![("LAMBDA_XRAY_EXTENSION_EXPORT", "xray-otlp"), ("AWS_REGION", "ap-south-1"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")];
+        let mut env = vec![
+            ("LAMBDA_XRAY_EXTENSION_EXPORT", "xray-otlp"),
+            ("AWS_REGION", "ap-south-1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces"),
+        ];
         env.extend(creds);
         assert_eq!(read(&env).1.unwrap().signing.unwrap().region, "ap-south-1");
         // No credentials: off, with the daemon instead.
@@ -395,7 +420,11 @@ mod tests {
         assert_eq!(headers, [("api-key".to_owned(), "a b=".to_owned()), ("x-team".to_owned(), "traces".to_owned())]);
         assert_eq!(s.timeout, Duration::from_millis(250));
         assert!(!s.gzip);
-        let (_, s) = read(&[("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"), ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]);
+        let (_, s) = read(&[
+            ("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+        ]);
         let s = s.unwrap();
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
         assert!(s.gzip);
@@ -422,7 +451,8 @@ mod tests {
         assert_eq!(resource_value(&s, "faas.instance").unwrap(), "2026/12/01/[$LATEST]abc");
         assert_eq!(resource_value(&s, "faas.max_memory").unwrap(), "134217728");
         assert_eq!(resource_value(&s, "deployment.environment.name").unwrap(), "prod");
-        let (_, s) = read(&[("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"), ("AWS_LAMBDA_FUNCTION_NAME", "orders"), ("OTEL_SERVICE_NAME", "svc")]);
+        let (_, s) =
+            read(&[("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"), ("AWS_LAMBDA_FUNCTION_NAME", "orders"), ("OTEL_SERVICE_NAME", "svc")]);
         assert_eq!(resource_value(&s.unwrap(), "service.name").unwrap(), "svc");
         let (_, s) = read(&[("LAMBDA_XRAY_EXTENSION_EXPORT", "otlp"), ("AWS_LAMBDA_FUNCTION_NAME", "orders")]);
         assert_eq!(resource_value(&s.unwrap(), "service.name").unwrap(), "orders");

@@ -57,8 +57,8 @@ pub fn sign_request(request: &mut http::Request<bytes::Bytes>, signing: &Signing
         .into();
     let uri = request.uri().to_string();
     let headers = request.headers().iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-    let signable = SignableRequest::new(request.method().as_str(), uri, headers, SignableBody::Bytes(request.body()))
-        .map_err(SignError::Sign)?;
+    let signable =
+        SignableRequest::new(request.method().as_str(), uri, headers, SignableBody::Bytes(request.body())).map_err(SignError::Sign)?;
     let (instructions, _signature) = sign(signable, &params).map_err(SignError::Sign)?.into_parts();
     instructions.apply_to_request_http1x(request);
     Ok(())
