@@ -68,6 +68,9 @@ pub struct Otlp {
     bound: usize,
     /// `None` while a job has it.
     client: Option<Client>,
+    /// Made at the first compressed request (not at start: its tables are
+    /// most of the exporter's memory).
+    gzip: Option<Gzip>,
     job: Option<Job>,
     counters: Arc<Counters>,
     failing: bool,
@@ -87,7 +90,7 @@ pub struct Built {
 }
 
 /// Builds the request for `documents` (daemon datagrams: header line, body).
-pub fn build(documents: Vec<Bytes>, resource: &[opentelemetry_proto::tonic::common::v1::KeyValue], gzip: bool) -> Built {
+pub fn build(documents: Vec<Bytes>, resource: &[opentelemetry_proto::tonic::common::v1::KeyValue], gzip: Option<&mut Gzip>) -> Built {
     let mut spans: Vec<Span> = Vec::with_capacity(documents.len());
     let mut skipped = 0;
     let mut kept = Vec::with_capacity(documents.len());
@@ -119,15 +122,60 @@ pub fn build(documents: Vec<Bytes>, resource: &[opentelemetry_proto::tonic::comm
         }],
     };
     let raw = request.encode_to_vec();
-    let body = if gzip { gzip_bytes(&raw).unwrap_or_else(|| Bytes::from(raw)) } else { Bytes::from(raw) };
+    let body = match gzip {
+        Some(gzip) => gzip.compress(&raw).unwrap_or_else(|| {
+            log!(Warn, "OTLP: gzip failed; sending this request uncompressed");
+            Bytes::from(raw)
+        }),
+        None => Bytes::from(raw),
+    };
     Built { body, spans: count, documents: kept, skipped }
 }
 
-/// gzip at the fastest level: the sandbox's CPU is the function's.
-fn gzip_bytes(raw: &[u8]) -> Option<Bytes> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), flate2::Compression::fast());
-    encoder.write_all(raw).ok()?;
-    encoder.finish().ok().map(Bytes::from)
+/// A gzip writer kept between requests: setting up a deflate state (a few
+/// hundred KB of tables) costs more than compressing a flush's few KB.
+pub struct Gzip {
+    deflate: flate2::Compress,
+}
+
+impl Default for Gzip {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gzip {
+    /// The fastest level: the sandbox's CPU is the function's.
+    pub fn new() -> Self {
+        Self { deflate: flate2::Compress::new(flate2::Compression::fast(), false) }
+    }
+
+    /// `raw` as one gzip member (RFC 1952: header, raw deflate, CRC-32, size);
+    /// `None` if deflate fails.
+    pub fn compress(&mut self, raw: &[u8]) -> Option<Bytes> {
+        // The header: magic, deflate, no flags, no time, fastest, unknown OS.
+        const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 0xff];
+        self.deflate.reset();
+        let mut out = Vec::with_capacity(HEADER.len() + raw.len() / 2 + 64);
+        out.extend_from_slice(&HEADER);
+        // Each round either ends the stream or has filled the spare room.
+        for _ in 0..64 {
+            out.reserve(raw.len() / 4 + 64);
+            let consumed = usize::try_from(self.deflate.total_in()).ok()?;
+            match self.deflate.compress_vec(raw.get(consumed..)?, &mut out, flate2::FlushCompress::Finish).ok()? {
+                flate2::Status::StreamEnd => {
+                    let mut crc = flate2::Crc::new();
+                    crc.update(raw);
+                    out.extend_from_slice(&crc.sum().to_le_bytes());
+                    // ISIZE is the length modulo 2^32.
+                    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    return Some(Bytes::from(out));
+                }
+                flate2::Status::Ok | flate2::Status::BufError => {}
+            }
+        }
+        None
+    }
 }
 
 impl Otlp {
@@ -144,6 +192,7 @@ impl Otlp {
         );
         Self {
             client: Some(Client::new(settings.clone())),
+            gzip: None,
             settings,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -299,7 +348,8 @@ impl Otlp {
             }
         }
         self.queued_bytes -= bytes;
-        let built = build(documents, &self.settings.resource, self.settings.gzip);
+        let gzip = if self.settings.gzip { Some(self.gzip.get_or_insert_with(Gzip::new)) } else { None };
+        let built = build(documents, &self.settings.resource, gzip);
         self.counters.export_skipped.fetch_add(built.skipped as u64, Relaxed);
         if built.spans == 0 {
             self.client = Some(client);
@@ -353,7 +403,8 @@ mod tests {
     fn one_request_for_the_documents_of_a_flush() {
         let mut documents = golden();
         documents.push(Bytes::from_static(b"{\"format\":\"json\",\"version\":1}\nnot json"));
-        let built = build(documents, &resource(), true);
+        let mut gzip = Gzip::new();
+        let built = build(documents, &resource(), Some(&mut gzip));
         assert_eq!(built.spans, 7);
         assert_eq!(built.skipped, 1);
         assert_eq!(built.documents.len(), 7, "the skipped document is not kept for retries");
@@ -365,8 +416,15 @@ mod tests {
         assert_eq!(resource_spans.resource.as_ref().unwrap().attributes, resource());
         assert_eq!(resource_spans.scope_spans[0].scope.as_ref().unwrap().name, "lambda-xray-extension");
         assert_eq!(resource_spans.scope_spans[0].spans.len(), 7);
-        let plain = build(golden(), &resource(), false);
+        let plain = build(golden(), &resource(), None);
         assert_eq!(ExportTraceServiceRequest::decode(plain.body).unwrap(), request);
+        // The kept compressor starts afresh for each request.
+        let again = build(golden(), &resource(), Some(&mut gzip));
+        assert_eq!(again.body, built.body);
+        let large: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip.compress(&large).unwrap()[..]), &mut out).unwrap();
+        assert_eq!(out, large, "several rounds of output room");
     }
 
     #[test]
@@ -398,11 +456,13 @@ mod tests {
         let mut documents = golden();
         documents.extend(golden().into_iter().take(1));
         let rounds = 20_000;
+        let mut kept = Gzip::new();
         for gzip in [false, true] {
             let start = std::time::Instant::now();
             let mut size = 0;
             for _ in 0..rounds {
-                size = std::hint::black_box(build(documents.clone(), &resource(), gzip)).body.len();
+                let compressor = if gzip { Some(&mut kept) } else { None };
+                size = std::hint::black_box(build(documents.clone(), &resource(), compressor)).body.len();
             }
             let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
             let input: usize = documents.iter().map(Bytes::len).sum();
