@@ -22,7 +22,6 @@ pub mod settings;
 pub mod sigv4;
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
