@@ -100,6 +100,50 @@ async fn spans_mirror_the_daemon_documents() {
 
     let documents = daemon.documents();
     let spans = receiver.spans();
+    let causes = assert_mirrors(&documents, &spans);
+    assert_eq!(causes, 1, "the golden cause");
+    assert!(spans.iter().any(|s| s.name == "Lambda report"), "the extension's own subsegments too");
+    assert!(spans.iter().any(|s| s.name == "rows"), "nested subsegments");
+    // The in-progress document gave no span; its completed twin did.
+    assert_eq!(spans.iter().filter(|s| hex(&s.span_id) == "d4d4d4d4d4d4d4d4").count(), 1);
+
+    let requests = receiver.received.lock().unwrap();
+    // Two flushes before `next` (the report may add the shutdown's).
+    assert!((2..=3).contains(&requests.len()), "{} requests", requests.len());
+    for r in requests.iter() {
+        assert_eq!(r.path, "/v1/traces");
+        assert_eq!(r.headers["content-type"], "application/x-protobuf");
+        assert_eq!(r.headers["content-encoding"], "gzip");
+        assert_eq!(r.headers["x-api-key"], "s=cret");
+        assert_eq!(r.headers["x-team"], "core");
+        let resource: &ResourceSpans = &r.request.resource_spans[0];
+        let resource = &resource.resource.as_ref().unwrap().attributes;
+        let text = |key: &str| match attr(resource, key) {
+            Some(Any::StringValue(s)) => s.clone(),
+            other => panic!("{key}: {other:?}"),
+        };
+        assert_eq!(text("service.name"), "xray-fixture");
+        assert_eq!(text("faas.name"), "xray-fixture");
+        assert_eq!(text("cloud.provider"), "aws");
+        assert_eq!(text("cloud.platform"), "aws_lambda");
+        assert_eq!(text("deployment.environment.name"), "test");
+        assert_eq!(attr(resource, "faas.max_memory"), Some(&Any::IntValue(128 * 1024 * 1024)));
+    }
+    // Every document went both ways.
+    let received = counters["received"].as_u64().unwrap();
+    let enriched = counters["enriched"].as_u64().unwrap();
+    assert_eq!(counters["forwarded"].as_u64().unwrap(), received + enriched);
+    assert_eq!(counters["exported"].as_u64().unwrap() + counters["export_skipped"].as_u64().unwrap(), received + enriched);
+    assert_eq!(counters["export_skipped"], 1, "the in-progress document");
+    assert_eq!(counters["export_dropped"], 0);
+    assert_eq!(counters["export_failures"], 0);
+}
+
+/// Every entity of `documents` (embedded ones included, `in_progress` ones
+/// not) is exactly one of `spans`, with the same trace and span ids, parent,
+/// times in ns, status, annotations, metadata, `http`, `aws` and `sql`
+/// attributes and exception events. Returns the number of exception events.
+fn assert_mirrors(documents: &[Value], spans: &[Span]) -> usize {
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
     assert_eq!(by_id.len(), spans.len(), "one span per entity id");
     let entities: Vec<(String, Value)> =
@@ -154,42 +198,36 @@ async fn spans_mirror_the_daemon_documents() {
             assert!(same_value(&exception["type"], attr(&event.attributes, "exception.type")));
         }
     }
-    assert_eq!(causes, 1, "the golden cause");
-    assert!(spans.iter().any(|s| s.name == "Lambda report"), "the extension's own subsegments too");
-    assert!(spans.iter().any(|s| s.name == "rows"), "nested subsegments");
-    // The in-progress document gave no span; its completed twin did.
-    assert_eq!(spans.iter().filter(|s| hex(&s.span_id) == "d4d4d4d4d4d4d4d4").count(), 1);
+    causes
+}
 
-    let requests = receiver.received.lock().unwrap();
-    // Two flushes before `next` (the report may add the shutdown's).
-    assert!((2..=3).contains(&requests.len()), "{} requests", requests.len());
-    for r in requests.iter() {
-        assert_eq!(r.path, "/v1/traces");
-        assert_eq!(r.headers["content-type"], "application/x-protobuf");
-        assert_eq!(r.headers["content-encoding"], "gzip");
-        assert_eq!(r.headers["x-api-key"], "s=cret");
-        assert_eq!(r.headers["x-team"], "core");
-        let resource: &ResourceSpans = &r.request.resource_spans[0];
-        let resource = &resource.resource.as_ref().unwrap().attributes;
-        let text = |key: &str| match attr(resource, key) {
-            Some(Any::StringValue(s)) => s.clone(),
-            other => panic!("{key}: {other:?}"),
-        };
-        assert_eq!(text("service.name"), "xray-fixture");
-        assert_eq!(text("faas.name"), "xray-fixture");
-        assert_eq!(text("cloud.provider"), "aws");
-        assert_eq!(text("cloud.platform"), "aws_lambda");
-        assert_eq!(text("deployment.environment.name"), "test");
-        assert_eq!(attr(resource, "faas.max_memory"), Some(&Any::IntValue(128 * 1024 * 1024)));
-    }
-    // Every document went both ways.
-    let received = counters["received"].as_u64().unwrap();
-    let enriched = counters["enriched"].as_u64().unwrap();
-    assert_eq!(counters["forwarded"].as_u64().unwrap(), received + enriched);
-    assert_eq!(counters["exported"].as_u64().unwrap() + counters["export_skipped"].as_u64().unwrap(), received + enriched);
-    assert_eq!(counters["export_skipped"], 1, "the in-progress document");
-    assert_eq!(counters["export_dropped"], 0);
-    assert_eq!(counters["export_failures"], 0);
+/// The real `sample-basic` (lambda-xray: the handler subsegment with nested
+/// children, `invocation_done` in the last document's header) with `both`:
+/// its tree arrives as spans, before the freeze, rooted at the Lambda
+/// segment's id from the trace header (not itself a span: Lambda owns it).
+/// Needs the workspace's binaries built (`cargo build --workspace --bins`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_functions_tree_arrives_as_spans() {
+    let receiver = Receiver::start(Answer::Ok).await;
+    let platform = Platform::start(Options {
+        function: "sample-basic",
+        extension_env: vec![("LAMBDA_XRAY_EXTENSION_EXPORT", "both".into()), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint())],
+        ..Options::default()
+    })
+    .await;
+    let (header, root, parent) = lambda_xray_e2e::new_trace_header(true);
+    let outcome = platform.invoke_outcome(json!({"name": "Ada"}), Some(&header), LONG).await;
+    assert!(matches!(outcome, lambda_xray_e2e::Outcome::Response(_)), "{outcome:?}");
+    // Frozen: the spans of this invocation are at the receiver already.
+    let spans: Vec<Span> = receiver.spans().into_iter().filter(|s| xray_trace_id(&s.trace_id) == root).collect();
+    let handler = spans.iter().find(|s| s.name == "## handler").expect("the handler span before the freeze");
+    assert_eq!(hex(&handler.parent_span_id), parent, "parented on the Lambda segment");
+    assert!(spans.iter().any(|s| s.parent_span_id == handler.span_id), "children under the handler");
+    let (_, daemon) = platform.shutdown_keep_daemon().await;
+    let documents: Vec<Value> = daemon.documents().into_iter().filter(|d| d["trace_id"] == root.as_str()).collect();
+    let spans: Vec<Span> = receiver.spans().into_iter().filter(|s| xray_trace_id(&s.trace_id) == root).collect();
+    assert!(documents.len() >= 2, "the handler's document and the report");
+    assert_mirrors(&documents, &spans);
 }
 
 /// Platform exporting to `endpoint` only, with the post-runtime clock.
