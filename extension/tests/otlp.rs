@@ -147,7 +147,7 @@ fn assert_mirrors(documents: &[Value], spans: &[Span]) -> usize {
     let by_id: HashMap<String, &Span> = spans.iter().map(|s| (hex(&s.span_id), s)).collect();
     assert_eq!(by_id.len(), spans.len(), "one span per entity id");
     let entities: Vec<(String, Value)> =
-        lambda_xray_e2e::flatten(&documents).into_iter().filter(|(_, e)| e["in_progress"] != true).collect();
+        lambda_xray_e2e::flatten(documents).into_iter().filter(|(_, e)| e["in_progress"] != true).collect();
     assert_eq!(spans.len(), entities.len(), "every entity and nothing else");
     let mut causes = 0;
     for (parent_id, entity) in &entities {
