@@ -29,6 +29,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_startup_and_idle_rss() {
+    // Today's path, then with OTLP export on (to a closed local port: start-up
+    // does not connect).
+    for export in ["daemon", "otlp"] {
+        startup_and_idle_rss(export).await;
+    }
+}
+
+async fn startup_and_idle_rss(export: &str) {
     let mut external = Vec::new();
     let mut internal = Vec::new();
     let mut idle = Vec::new();
@@ -39,6 +47,8 @@ async fn bench_startup_and_idle_rss() {
         env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
         env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
         env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
+        env.push(("LAMBDA_XRAY_EXTENSION_EXPORT".into(), export.into()));
+        env.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), "http://127.0.0.1:9/v1/traces".into()));
         // A plain child and a blocking reader thread, so the figure is not
         // the test runtime's scheduling.
         let started = Instant::now();
@@ -79,7 +89,7 @@ async fn bench_startup_and_idle_rss() {
         internal.push(ms);
     }
     println!(
-        "BENCH startup: spawn to registered and listening (parent reads the ready line) median {:.2} ms, \
+        "BENCH startup (export={export}): spawn to registered and listening (parent reads the ready line) median {:.2} ms, \
          in the process main to registered median {:.2} ms; idle VmRSS median {:.0} KiB",
         median(external),
         median(internal),
