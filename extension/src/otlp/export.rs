@@ -38,8 +38,12 @@ pub enum ExportError {
     NoRoots,
     /// The HTTP exchange failed (connection reset, bad response).
     Http(hyper::Error),
-    /// The request could not be built or signed.
-    Request(String),
+    /// The endpoint's host is not a name TLS can check.
+    ServerName(rustls::pki_types::InvalidDnsNameError),
+    /// The request could not be built.
+    Build(http::Error),
+    /// The request could not be signed.
+    Sign(sigv4::SignError),
     /// No answer within the time allowed.
     TimedOut,
 }
@@ -51,7 +55,9 @@ impl std::fmt::Display for ExportError {
             Self::Tls(e) => write!(f, "TLS: {e}"),
             Self::NoRoots => write!(f, "no CA certificates in the system trust store (SSL_CERT_FILE / SSL_CERT_DIR)"),
             Self::Http(e) => write!(f, "HTTP: {e}"),
-            Self::Request(e) => write!(f, "request: {e}"),
+            Self::ServerName(e) => write!(f, "TLS server name: {e}"),
+            Self::Build(e) => write!(f, "request: {e}"),
+            Self::Sign(e) => write!(f, "{e}"),
             Self::TimedOut => write!(f, "timed out"),
         }
     }
@@ -62,7 +68,10 @@ impl std::error::Error for ExportError {
         match self {
             Self::Connect(e) | Self::Tls(e) => Some(e),
             Self::Http(e) => Some(e),
-            Self::NoRoots | Self::Request(_) | Self::TimedOut => None,
+            Self::ServerName(e) => Some(e),
+            Self::Build(e) => Some(e),
+            Self::Sign(e) => Some(e),
+            Self::NoRoots | Self::TimedOut => None,
         }
     }
 }
@@ -122,7 +131,7 @@ impl Client {
         let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(ExportError::Connect)?;
         let _ = tcp.set_nodelay(true);
         if https {
-            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| ExportError::Request(e.to_string()))?;
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(ExportError::ServerName)?;
             let tls = self.tls_connector()?.connect(name, tcp).await.map_err(ExportError::Tls)?;
             handshake(tls).await
         } else {
@@ -225,7 +234,7 @@ impl Client {
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .header(header::USER_AGENT, concat!("lambda-xray-extension/", env!("CARGO_PKG_VERSION")))
             .body(body)
-            .map_err(|e| ExportError::Request(e.to_string()))?;
+            .map_err(ExportError::Build)?;
         let headers = request.headers_mut();
         if settings.gzip {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -234,12 +243,11 @@ impl Client {
             headers.insert(name.clone(), value.clone());
         }
         if let Some(signing) = &settings.signing {
-            sigv4::sign_request(&mut request, signing, SystemTime::now()).map_err(|e| ExportError::Request(e.to_string()))?;
+            sigv4::sign_request(&mut request, signing, SystemTime::now()).map_err(ExportError::Sign)?;
         }
         let (mut parts, body) = request.into_parts();
         // Sent in origin form; the absolute URI was only for signing.
-        parts.uri =
-            uri.path_and_query().map_or("/", |p| p.as_str()).parse::<http::Uri>().map_err(|e| ExportError::Request(e.to_string()))?;
+        parts.uri = uri.path_and_query().map_or("/", |p| p.as_str()).parse::<http::Uri>().map_err(|e| ExportError::Build(e.into()))?;
         Ok(Request::from_parts(parts, Full::new(body)))
     }
 }

@@ -61,6 +61,49 @@ pub struct OtlpSettings {
     pub resource: Vec<KeyValue>,
 }
 
+/// Why OTLP export cannot be set up.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// The endpoint does not parse as a URI.
+    NotAUrl {
+        /// The value.
+        value: String,
+        /// Why.
+        source: http::uri::InvalidUri,
+    },
+    /// The endpoint is not `http://` or `https://`.
+    NotHttp(String),
+    /// The endpoint has no host.
+    NoHost(String),
+    /// A setting that signing or X-Ray's endpoint needs is not set.
+    Missing {
+        /// The variable.
+        name: &'static str,
+        /// What needs it.
+        needed_for: &'static str,
+    },
+}
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotAUrl { value, source } => write!(f, "the OTLP endpoint {value:?} is not a URL ({source})"),
+            Self::NotHttp(value) => write!(f, "the OTLP endpoint {value:?} is not an http:// or https:// URL"),
+            Self::NoHost(value) => write!(f, "the OTLP endpoint {value:?} has no host"),
+            Self::Missing { name, needed_for } => write!(f, "{needed_for} needs {name}"),
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NotAUrl { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Reads the destinations and, when OTLP is one, its settings. OTLP that
 /// cannot work (bad endpoint, signing without credentials) is turned off
 /// with an error line, and the daemon takes over if it was the only one.
@@ -116,13 +159,13 @@ fn destinations(var: &impl Fn(&str) -> Option<String>) -> (Destinations, bool) {
     (out, xray)
 }
 
-fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSettings, String> {
+fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSettings, SettingsError> {
     let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
     let endpoint = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
         (Some(full), _) => full.trim().to_owned(),
         (None, Some(base)) => format!("{}/v1/traces", base.trim().trim_end_matches('/')),
         (None, None) if xray => {
-            let region = region.as_deref().ok_or("xray-otlp needs AWS_REGION for X-Ray's endpoint")?;
+            let region = region.as_deref().ok_or(SettingsError::Missing { name: "AWS_REGION", needed_for: "X-Ray's OTLP endpoint" })?;
             format!("https://xray.{region}.amazonaws.com/v1/traces")
         }
         (None, None) => DEFAULT_ENDPOINT.to_owned(),
@@ -183,9 +226,10 @@ fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSetting
         }
     };
     let signing = if sign {
-        let region = host_region.map(str::to_owned).or(region).ok_or("SigV4 signing needs AWS_REGION")?;
-        let access_key = var("AWS_ACCESS_KEY_ID").ok_or("SigV4 signing needs AWS_ACCESS_KEY_ID")?;
-        let secret_key = var("AWS_SECRET_ACCESS_KEY").ok_or("SigV4 signing needs AWS_SECRET_ACCESS_KEY")?;
+        let missing = |name| SettingsError::Missing { name, needed_for: "SigV4 signing" };
+        let region = host_region.map(str::to_owned).or(region).ok_or(missing("AWS_REGION"))?;
+        let access_key = var("AWS_ACCESS_KEY_ID").ok_or(missing("AWS_ACCESS_KEY_ID"))?;
+        let secret_key = var("AWS_SECRET_ACCESS_KEY").ok_or(missing("AWS_SECRET_ACCESS_KEY"))?;
         Some(Signing { region, access_key, secret_key, session_token: var("AWS_SESSION_TOKEN") })
     } else {
         None
@@ -194,14 +238,14 @@ fn otlp(var: &impl Fn(&str) -> Option<String>, xray: bool) -> Result<OtlpSetting
 }
 
 /// A URL the exporter can use: http or https, with a host.
-fn parse_endpoint(value: &str) -> Result<Uri, String> {
-    let uri: Uri = value.parse().map_err(|e| format!("the OTLP endpoint {value:?} is not a URL ({e})"))?;
+fn parse_endpoint(value: &str) -> Result<Uri, SettingsError> {
+    let uri: Uri = value.parse().map_err(|source| SettingsError::NotAUrl { value: value.to_owned(), source })?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("the OTLP endpoint {value:?} is not an http:// or https:// URL")),
+        _ => return Err(SettingsError::NotHttp(value.to_owned())),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("the OTLP endpoint {value:?} has no host"));
+        return Err(SettingsError::NoHost(value.to_owned()));
     }
     Ok(uri)
 }
