@@ -345,6 +345,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 access_key, secret_key, token, region = sys.argv[1:5]
+tls = sys.argv[5:7]
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -378,19 +379,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if tls:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls[0], tls[1])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("listening", server.server_address[1], flush=True)
 server.serve_forever()
 "#;
 
 impl SigV4StandIn {
-    async fn start(access_key: &str, secret_key: &str, token: &str, region: &str) -> Self {
+    /// `tls`: the certificate and key files to serve https with.
+    async fn start(access_key: &str, secret_key: &str, token: &str, region: &str, tls: Option<(&str, &str)>) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(venv_python())
-            .args(["-c", STAND_IN, access_key, secret_key, token, region])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut args = vec!["-c", STAND_IN, access_key, secret_key, token, region];
+        if let Some((cert, key)) = tls {
+            args.extend([cert, key]);
+        }
+        let mut child =
+            tokio::process::Command::new(venv_python()).args(args).stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().unwrap();
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let first = tokio::time::timeout(LONG, lines.next_line()).await.unwrap().unwrap().unwrap();
         let port: u16 = first.strip_prefix("listening ").unwrap().parse().unwrap();
@@ -420,7 +427,7 @@ const TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLE//session+token=";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigv4_signature_verified_by_botocore() {
     for (secret, expect_ok) in [(SECRET_KEY, true), ("not-the-secret", false)] {
-        let mut stand_in = SigV4StandIn::start(ACCESS_KEY, SECRET_KEY, TOKEN, "eu-central-1").await;
+        let mut stand_in = SigV4StandIn::start(ACCESS_KEY, SECRET_KEY, TOKEN, "eu-central-1", None).await;
         let platform = Platform::start(Options {
             extension_env: vec![
                 ("LAMBDA_XRAY_EXTENSION_EXPORT", "xray-otlp".into()),
@@ -455,4 +462,76 @@ async fn sigv4_signature_verified_by_botocore() {
         }
         stand_in.child.kill().await.unwrap();
     }
+}
+
+/// A self-signed certificate for `localhost` (Python's `cryptography`, which
+/// moto brings into `.venv`): (certificate, key) PEM paths in `dir`.
+fn localhost_certificate(dir: &std::path::Path) -> (String, String) {
+    const MAKE: &str = r#"
+import sys, datetime
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+    .not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+    .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[2], "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+"#;
+    let cert = dir.join("localhost.pem").display().to_string();
+    let key = dir.join("localhost.key").display().to_string();
+    let status = std::process::Command::new(venv_python()).args(["-c", MAKE, &cert, &key]).status().unwrap();
+    assert!(status.success(), "making the test certificate");
+    (cert, key)
+}
+
+/// X-Ray's path end to end: https (rustls, the trust store from
+/// `SSL_CERT_FILE`) and SigV4 to a TLS stand-in at `localhost`, verified by
+/// botocore. Without the certificate in the trust store the handshake
+/// fails: nothing reaches the stand-in and the failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_system_trust_store() {
+    let dir = std::env::temp_dir().join(format!("lambda-xray-otlp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = localhost_certificate(&dir);
+    for trusted in [true, false] {
+        let mut stand_in = SigV4StandIn::start(ACCESS_KEY, SECRET_KEY, TOKEN, "eu-central-1", Some((&cert, &key))).await;
+        let mut env = vec![
+            ("LAMBDA_XRAY_EXTENSION_EXPORT", "xray-otlp".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("https://localhost:{}/v1/traces", stand_in.addr.port())),
+            ("AWS_REGION", "eu-central-1".into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_SESSION_TOKEN", TOKEN.into()),
+        ];
+        if trusted {
+            env.push(("SSL_CERT_FILE", cert.clone()));
+        }
+        let platform = Platform::start(Options { extension_env: env, ..Options::default() }).await;
+        platform.invoke(json!({"docs": 3, "done": true})).await;
+        platform.invoke(json!({"docs": 2, "done": true})).await;
+        let counters = platform.shutdown().await.unwrap();
+        let lines = stand_in.lines();
+        if trusted {
+            assert!(
+                common::wait_until(LONG, || stand_in.lines().iter().filter(|l| l.starts_with("verified")).count() >= 2).await,
+                "{lines:?}"
+            );
+            assert_eq!(counters["exported"].as_u64().unwrap(), 5 + counters["enriched"].as_u64().unwrap(), "{counters}");
+            assert_eq!(counters["export_failures"], 0);
+        } else {
+            assert!(lines.iter().all(|l| !l.starts_with("verified") && !l.starts_with("mismatch")), "{lines:?}");
+            assert_eq!(counters["exported"], 0);
+            assert!(counters["export_failures"].as_u64().unwrap() >= 2, "{counters}");
+            assert_eq!(counters["export_dropped"], 0, "kept for when the endpoint is trusted");
+        }
+        stand_in.child.kill().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
