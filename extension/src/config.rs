@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::log::Level;
+use crate::otlp::OtlpSettings;
+pub use crate::otlp::settings::Destinations;
 
 /// Where the intake listens unless `LAMBDA_XRAY_EXTENSION_LISTEN` says otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 2001));
@@ -51,6 +53,10 @@ pub struct Config {
     pub flush: FlushMode,
     /// Telemetry API listener port; 0 picks a free one.
     pub telemetry_port: u16,
+    /// Where documents go (`LAMBDA_XRAY_EXTENSION_EXPORT`).
+    pub destinations: Destinations,
+    /// The OTLP exporter's settings, when OTLP is a destination.
+    pub otlp: Option<OtlpSettings>,
 }
 
 /// Reads the settings through `get` (so tests need not mutate the process
@@ -107,7 +113,9 @@ pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Config {
     let telemetry_port =
         number(&var, "LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT").and_then(|n| u16::try_from(n).ok()).unwrap_or(DEFAULT_TELEMETRY_PORT);
 
-    Config { listen, marker, daemon_override, buffer_bytes, max_datagram, flush, telemetry_port }
+    let (destinations, otlp) = crate::otlp::settings::from_lookup(&var);
+
+    Config { listen, marker, daemon_override, buffer_bytes, max_datagram, flush, telemetry_port, destinations, otlp }
 }
 
 /// 3 % of the function's memory, like the X-Ray daemon's own buffer, kept
@@ -146,6 +154,8 @@ mod tests {
         assert_eq!(c.buffer_bytes, default_buffer_bytes(128));
         assert_eq!(c.max_datagram, MAX_DATAGRAM);
         assert!(c.daemon_override.is_none());
+        assert_eq!(c.destinations, Destinations { daemon: true, otlp: false });
+        assert!(c.otlp.is_none());
     }
 
     #[test]

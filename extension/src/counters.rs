@@ -4,7 +4,7 @@
 //! bump them on their hot paths, and a message per document just to count it
 //! would cost more than the counting.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
@@ -21,6 +21,18 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// `Lambda report` subsegments the extension added.
     pub enriched: AtomicU64,
+    /// OTLP export is on: the `export_*` counters are reported.
+    pub otlp: AtomicBool,
+    /// Documents the OTLP endpoint accepted.
+    pub exported: AtomicU64,
+    /// Documents the OTLP path lost: to its byte bound (oldest first), or in
+    /// a request the endpoint refused for good (400, 401, 403, 413, ...).
+    pub export_dropped: AtomicU64,
+    /// OTLP requests that failed (their documents are kept unless refused).
+    pub export_failures: AtomicU64,
+    /// Documents that gave no span: `in_progress` ones (the completed
+    /// document follows) and ones whose ids do not map.
+    pub export_skipped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -36,6 +48,18 @@ pub struct Snapshot {
     pub malformed: u64,
     /// See [`Counters::enriched`].
     pub enriched: u64,
+    /// See [`Counters::exported`]; with OTLP export only, as the three below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exported: Option<u64>,
+    /// See [`Counters::export_dropped`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_dropped: Option<u64>,
+    /// See [`Counters::export_failures`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_failures: Option<u64>,
+    /// See [`Counters::export_skipped`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_skipped: Option<u64>,
     /// Documents still buffered (not yet forwarded), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffered: Option<u64>,
@@ -47,6 +71,10 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
+    fn otlp_value(&self, counter: &AtomicU64) -> Option<u64> {
+        self.otlp.load(Relaxed).then(|| counter.load(Relaxed))
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self, buffered: Option<u64>) -> Snapshot {
         Snapshot {
@@ -55,6 +83,10 @@ impl Counters {
             dropped: self.dropped.load(Relaxed),
             malformed: self.malformed.load(Relaxed),
             enriched: self.enriched.load(Relaxed),
+            exported: self.otlp_value(&self.exported),
+            export_dropped: self.otlp_value(&self.export_dropped),
+            export_failures: self.otlp_value(&self.export_failures),
+            export_skipped: self.otlp_value(&self.export_skipped),
             buffered,
         }
     }

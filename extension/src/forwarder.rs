@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::{Config, DEFAULT_DAEMON, FlushMode};
 use crate::counters::{Counters, Snapshot};
 use crate::enrich::{Report, TraceHeader, report_subsegment};
+use crate::otlp::{JobResult, Otlp};
 use crate::telemetry::Event;
 use crate::wire;
 
@@ -97,8 +98,11 @@ impl ForwarderHandle {
     pub fn spawn(config: &Config, counters: Arc<Counters>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let otlp = config.otlp.clone().map(|settings| Otlp::new(settings, config.buffer_bytes, counters.clone()));
         let forwarder = Forwarder {
             rx,
+            daemon_on: config.destinations.daemon,
+            otlp,
             queued_bytes: queued_bytes.clone(),
             bound: config.buffer_bytes,
             mode: config.flush,
@@ -192,6 +196,18 @@ impl ForwarderHandle {
     }
 }
 
+/// What woke the forwarder.
+enum Wake {
+    Command(Option<Command>),
+    /// The flush timer.
+    Flush,
+    /// The check of the Telemetry API's silence.
+    Patience,
+    /// A bounded wait ended.
+    TimeUp,
+    Export(Result<JobResult, tokio::task::JoinError>),
+}
+
 struct Daemon {
     addr: SocketAddr,
     socket: Arc<UdpSocket>,
@@ -205,6 +221,10 @@ struct Waiter {
 
 struct Forwarder {
     rx: mpsc::Receiver<Command>,
+    /// Documents go to the daemon (`LAMBDA_XRAY_EXTENSION_EXPORT`).
+    daemon_on: bool,
+    /// The OTLP exporter, when documents go there too (or only there).
+    otlp: Option<Otlp>,
     queued_bytes: Arc<AtomicUsize>,
     bound: usize,
     mode: FlushMode,
@@ -249,30 +269,39 @@ impl Forwarder {
                 None => {
                     let far = Instant::now() + Duration::from_secs(3600);
                     let patience = self.next_patience_check();
-                    tokio::select! {
-                        command = self.rx.recv() => match command {
-                            Some(command) => command,
-                            None => break,
-                        },
-                        () = tokio::time::sleep_until(next_flush.unwrap_or(far)), if next_flush.is_some() => {
+                    let job = self.otlp.as_mut().and_then(Otlp::task_mut);
+                    let busy = job.is_some();
+                    let woken = tokio::select! {
+                        command = self.rx.recv() => Wake::Command(command),
+                        () = tokio::time::sleep_until(next_flush.unwrap_or(far)), if next_flush.is_some() => Wake::Flush,
+                        () = tokio::time::sleep_until(patience.unwrap_or(far)), if patience.is_some() => Wake::Patience,
+                        // A request that outlived its flush, or a connection made ahead.
+                        result = async { match job { Some(task) => task.await, None => std::future::pending().await } }, if busy => Wake::Export(result),
+                    };
+                    match woken {
+                        Wake::Command(Some(command)) => command,
+                        Wake::Command(None) => break,
+                        Wake::Flush => {
                             self.flush(None).await;
                             next_flush = self.schedule_after_flush();
                             continue;
                         }
-                        () = tokio::time::sleep_until(patience.unwrap_or(far)), if patience.is_some() => {
+                        Wake::Patience => {
                             self.check_telemetry_patience();
+                            continue;
+                        }
+                        Wake::TimeUp => continue,
+                        Wake::Export(result) => {
+                            if let Some(otlp) = self.otlp.as_mut() {
+                                otlp.finish(result);
+                            }
                             continue;
                         }
                     }
                 }
             };
             self.handle(command).await;
-            if self.mode == FlushMode::Continuous
-                && self.rx.is_empty()
-                && self.deferred.is_empty()
-                && !self.buffer.is_empty()
-                && !self.unreachable
-            {
+            if self.mode == FlushMode::Continuous && self.rx.is_empty() && self.deferred.is_empty() && self.continuous_work() {
                 self.flush(None).await;
                 next_flush = self.schedule_after_flush();
             } else if self.mode == FlushMode::Continuous && next_flush.is_none() {
@@ -286,8 +315,19 @@ impl Forwarder {
         match self.mode {
             FlushMode::EndOfInvocation => None,
             FlushMode::Periodic(every) => Some(Instant::now() + every),
-            FlushMode::Continuous => (!self.buffer.is_empty()).then(|| Instant::now() + RETRY),
+            FlushMode::Continuous => (self.pending() > 0).then(|| Instant::now() + RETRY),
         }
+    }
+
+    /// Documents not yet delivered to every destination.
+    fn pending(&self) -> usize {
+        let daemon = if self.daemon_on { self.buffer.len() } else { 0 };
+        daemon + self.otlp.as_ref().map_or(0, Otlp::pending)
+    }
+
+    /// In continuous mode: whether a flush now would send anything.
+    fn continuous_work(&self) -> bool {
+        (self.daemon_on && !self.buffer.is_empty() && !self.unreachable) || self.otlp.as_ref().is_some_and(Otlp::due)
     }
 
     async fn handle(&mut self, command: Command) {
@@ -304,6 +344,9 @@ impl Forwarder {
             }
             Command::InvocationStarted { request_id, trace } => {
                 remember(&mut self.invocations, (request_id, trace));
+                if let Some(otlp) = self.otlp.as_mut() {
+                    otlp.warm();
+                }
             }
             Command::Telemetry(events) => self.on_telemetry(events),
             Command::WaitEnd { request_id, started, reply } => {
@@ -334,7 +377,7 @@ impl Forwarder {
             Command::Shutdown { deadline, reply } => {
                 self.await_reports(deadline).await;
                 self.drain_until(deadline).await;
-                let buffered = self.buffer.len() as u64;
+                let buffered = self.pending() as u64;
                 let _ = reply.send(self.counters.snapshot(Some(buffered)));
             }
         }
@@ -420,6 +463,12 @@ impl Forwarder {
 
     /// Buffers one datagram; when full, drops the oldest (like the daemon).
     fn push(&mut self, datagram: Bytes) {
+        if let Some(otlp) = self.otlp.as_mut() {
+            otlp.push(datagram.clone());
+        }
+        if !self.daemon_on {
+            return;
+        }
         let len = datagram.len();
         if len > self.bound {
             Counters::bump(&self.counters.dropped);
@@ -509,6 +558,65 @@ impl Forwarder {
     /// sending cannot keep a flush (and the `next` after it) going.
     async fn flush(&mut self, until: Option<Instant>) {
         self.absorb_queue();
+        if self.daemon_on {
+            self.flush_daemon(until).await;
+        }
+        self.flush_otlp(until).await;
+    }
+
+    /// The OTLP part of a flush: one request with what is queued. A flush
+    /// with a bound (before `next`, at SHUTDOWN) first lets the request in
+    /// flight end, then waits for its own, never past `until`; a timer-driven
+    /// flush only starts one (the run loop books its end).
+    async fn flush_otlp(&mut self, until: Option<Instant>) {
+        let Some(otlp) = self.otlp.as_mut() else {
+            return;
+        };
+        let Some(until) = until else {
+            if otlp.due() {
+                let retry_until = Instant::now() + otlp.timeout();
+                otlp.start(retry_until);
+            }
+            return;
+        };
+        self.wait_otlp(until).await;
+        let started = self.otlp.as_mut().is_some_and(|otlp| !otlp.busy() && otlp.start(until));
+        if started {
+            self.wait_otlp(until).await;
+        }
+        if self.otlp.as_ref().is_some_and(Otlp::busy) {
+            log!(Debug, "flush time is up with an OTLP request in flight; it goes on until the export timeout");
+        }
+    }
+
+    /// Waits for the OTLP request in flight until `until`, taking in the
+    /// function's documents meanwhile (other commands wait).
+    async fn wait_otlp(&mut self, until: Instant) {
+        loop {
+            let Some(task) = self.otlp.as_mut().and_then(Otlp::task_mut) else {
+                return;
+            };
+            let waited = tokio::select! {
+                result = task => Wake::Export(result),
+                () = tokio::time::sleep_until(until) => Wake::TimeUp,
+                command = self.rx.recv() => Wake::Command(command),
+            };
+            match waited {
+                Wake::Export(result) => {
+                    if let Some(otlp) = self.otlp.as_mut() {
+                        otlp.finish(result);
+                    }
+                    return;
+                }
+                Wake::Command(Some(Command::Document(datagram))) => self.take_document(datagram),
+                Wake::Command(Some(other)) => self.deferred.push_back(other),
+                Wake::Command(None) | Wake::TimeUp | Wake::Patience | Wake::Flush => return,
+            }
+        }
+    }
+
+    /// The daemon part of a flush (see [`Self::flush`]).
+    async fn flush_daemon(&mut self, until: Option<Instant>) {
         if self.buffer.is_empty() {
             return;
         }
@@ -606,20 +714,20 @@ impl Forwarder {
     async fn drain_until(&mut self, deadline: Instant) {
         loop {
             self.flush(Some(deadline)).await;
-            if self.buffer.is_empty() {
+            if self.pending() == 0 {
                 // A refusal of the very last datagram shows only now.
                 tokio::task::yield_now().await;
                 if let Some(daemon) = &self.daemon {
                     let socket = daemon.socket.clone();
                     self.recover_refused(&socket);
                 }
-                if self.buffer.is_empty() {
+                if self.pending() == 0 {
                     return;
                 }
             }
             let pause = Duration::from_millis(20);
             if Instant::now() + pause >= deadline {
-                log!(Warn, "shutdown deadline reached with {} documents unsent", self.buffer.len());
+                log!(Warn, "shutdown deadline reached with {} documents unsent", self.pending());
                 return;
             }
             tokio::time::sleep(pause).await;

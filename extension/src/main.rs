@@ -14,6 +14,7 @@ mod forwarder;
 mod fuzz;
 mod intake;
 mod marker;
+mod otlp;
 mod telemetry;
 mod wire;
 

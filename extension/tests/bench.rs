@@ -9,6 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/otlp_receiver.rs"]
+mod otlp_receiver;
+
 use lambda_xray_e2e::platform as common;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -26,6 +29,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_startup_and_idle_rss() {
+    // Today's path, then with OTLP export on (to a closed local port: start-up
+    // does not connect).
+    for export in ["daemon", "otlp"] {
+        startup_and_idle_rss(export).await;
+    }
+}
+
+async fn startup_and_idle_rss(export: &str) {
     let mut external = Vec::new();
     let mut internal = Vec::new();
     let mut idle = Vec::new();
@@ -36,6 +47,8 @@ async fn bench_startup_and_idle_rss() {
         env.push(("LAMBDA_XRAY_EXTENSION_LISTEN".into(), "127.0.0.1:0".into()));
         env.push(("LAMBDA_XRAY_EXTENSION_TELEMETRY_PORT".into(), "0".into()));
         env.push(("LAMBDA_XRAY_EXTENSION_MARKER".into(), marker.display().to_string()));
+        env.push(("LAMBDA_XRAY_EXTENSION_EXPORT".into(), export.into()));
+        env.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), "http://127.0.0.1:9/v1/traces".into()));
         // A plain child and a blocking reader thread, so the figure is not
         // the test runtime's scheduling.
         let started = Instant::now();
@@ -76,7 +89,7 @@ async fn bench_startup_and_idle_rss() {
         internal.push(ms);
     }
     println!(
-        "BENCH startup: spawn to registered and listening (parent reads the ready line) median {:.2} ms, \
+        "BENCH startup (export={export}): spawn to registered and listening (parent reads the ready line) median {:.2} ms, \
          in the process main to registered median {:.2} ms; idle VmRSS median {:.0} KiB",
         median(external),
         median(internal),
@@ -160,4 +173,66 @@ async fn bench_continuous_forwarding() {
         );
     }
     platform.shutdown().await;
+}
+
+/// User + system CPU of a process so far, from /proc/<pid>/stat, in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100/s on Linux).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks * 10.0
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+/// What OTLP export costs per flush: the same invocations (the fixture's 5
+/// documents, `invocation_done`, plus the report subsegment) with the
+/// daemon only, both, and OTLP only to a local receiver on 127.0.0.1; the
+/// post-runtime time per invocation (timing proxy), the extension's CPU per
+/// invocation (utime+stime over all invocations), its RSS idle after start
+/// and after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_otlp_export() {
+    const INVOCATIONS: usize = 300;
+    let receiver = otlp_receiver::Receiver::start(otlp_receiver::Answer::Ok).await;
+    for export in ["daemon", "both", "otlp"] {
+        let platform = Platform::start(Options {
+            clock: true,
+            extension_env: vec![
+                ("LAMBDA_XRAY_EXTENSION_EXPORT", export.into()),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint()),
+                ("LAMBDA_XRAY_EXTENSION_LOG_LEVEL", "info".into()),
+            ],
+            ..Options::default()
+        })
+        .await;
+        let extension = platform.extension.as_ref().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let idle = extension.rss_kib().0;
+        let pid = extension.pid;
+        let spans_before = receiver.spans().len();
+        let mut tails = Vec::new();
+        let cpu_start = cpu_ms(pid);
+        for _ in 0..INVOCATIONS {
+            let (request_id, _) = platform.invoke(serde_json::json!({"docs": 5, "done": true})).await;
+            tails.push(platform.post_runtime(&request_id).await.unwrap().as_secs_f64() * 1000.0);
+        }
+        let cpu = cpu_ms(pid) - cpu_start;
+        let (rss, peak) = extension.rss_kib();
+        let counters = platform.shutdown().await.unwrap();
+        println!(
+            "BENCH otlp export={export}: post-runtime p50 {:.3} ms p99 {:.3} ms max {:.3} ms; extension CPU {:.1} µs per invocation; \
+             RSS idle {idle} KiB, after {INVOCATIONS} invocations {rss} KiB (peak {peak} KiB); spans at the receiver {}; counters {counters}",
+            percentile(tails.clone(), 0.5),
+            percentile(tails.clone(), 0.99),
+            percentile(tails, 1.0),
+            cpu * 1000.0 / INVOCATIONS as f64,
+            receiver.spans().len() - spans_before,
+        );
+    }
 }
