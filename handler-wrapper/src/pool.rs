@@ -8,6 +8,10 @@
 //! each reset to empty: nothing of a sent document stays but the capacity of
 //! its name.
 
+// The boxes are what is reused: a pooled document goes back into an open
+// node (and then a `Finished`) as the same allocation.
+#![allow(clippy::vec_box)]
+
 use std::cell::RefCell;
 
 use crate::document::{Document, Finished, sanitize_name, sanitize_name_into};
