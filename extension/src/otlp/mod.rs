@@ -381,13 +381,13 @@ mod tests {
 
     fn golden() -> Vec<Bytes> {
         [
-            &include_bytes!("../../../fixtures/golden/raw/001.dgram")[..],
-            include_bytes!("../../../fixtures/golden/raw/002.dgram"),
-            include_bytes!("../../../fixtures/golden/raw/003.dgram"),
-            include_bytes!("../../../fixtures/golden/raw/004.dgram"),
-            include_bytes!("../../../fixtures/golden/raw/005.dgram"),
-            include_bytes!("../../../fixtures/golden/raw/006.dgram"),
-            include_bytes!("../../../fixtures/golden/raw/007.dgram"),
+            &include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/001.dgram"))[..],
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/002.dgram")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/003.dgram")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/004.dgram")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/005.dgram")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/006.dgram")),
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden/raw/007.dgram")),
         ]
         .into_iter()
         .map(Bytes::from_static)
