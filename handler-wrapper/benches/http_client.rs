@@ -106,6 +106,8 @@ fn main() -> std::io::Result<()> {
     });
     let emitter = Arc::new(Emitter::new(UdpTransport::connect(daemon_addr)?));
     let config = Config::default();
+    // A workspace build may give reqwest `rustls-no-provider` (a sample's TLS): it needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let addr = serve().await?;

@@ -57,6 +57,13 @@ fn entities(docs: &[Value]) -> Vec<(String, Value)> {
     out
 }
 
+/// A `reqwest` client. In a workspace build a sample turns on reqwest's
+/// `rustls-no-provider`, which then needs a crypto provider installed first.
+fn plain_reqwest() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn flags(d: &Value) -> [bool; 3] {
     [d["error"] == true, d["throttle"] == true, d["fault"] == true]
 }
@@ -205,8 +212,7 @@ async fn reqwest_retries_are_visible_credentials_stay_out_and_cancelled_requests
     let cap = MemoryTransport::default();
     let addr = server.addr;
     let mut svc = layer(&cap).layer(service_fn(move |_e: LambdaEvent<Value>| async move {
-        let client =
-            reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(RetryOnce).with(XRayReqwestMiddleware::new()).build();
+        let client = reqwest_middleware::ClientBuilder::new(plain_reqwest()).with(RetryOnce).with(XRayReqwestMiddleware::new()).build();
         let flaky = client.get(format!("http://user:secret@{addr}/flaky")).send().await?;
         let hung = tokio::time::timeout(Duration::from_millis(100), client.get(format!("http://{addr}/hang")).send()).await;
         Ok::<_, lambda_runtime::Error>(json!({"flaky": flaky.status().as_u16(), "hung": hung.is_err()}))
@@ -238,7 +244,7 @@ async fn unsampled_requests_carry_sampled_0_and_record_nothing_and_outside_an_in
     let server = Server::start().await;
     let cap = MemoryTransport::default();
     let addr = server.addr;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(XRayReqwestMiddleware::new()).build();
+    let client = reqwest_middleware::ClientBuilder::new(plain_reqwest()).with(XRayReqwestMiddleware::new()).build();
     let inner = client.clone();
     let mut svc = layer(&cap).layer(service_fn(move |_e: LambdaEvent<Value>| {
         let client = inner.clone();
