@@ -8,7 +8,7 @@ use super::{OutgoingCall, RequestInfo, TRACE_HEADER};
 /// Traces every request of a `reqwest` client built with
 /// `reqwest-middleware`. See the [module docs](super).
 ///
-/// ```
+/// ```no_run
 /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 ///     .with(lambda_xray_tracing::http_client::XRayReqwestMiddleware::new())
 ///     .build();
