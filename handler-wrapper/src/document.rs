@@ -149,6 +149,12 @@ impl Document {
         }
     }
 
+    /// Sets `http.response.content_length`.
+    pub(crate) fn set_content_length(&mut self, length: u64) {
+        let http = self.http.get_or_insert_with(Default::default);
+        http.response.get_or_insert_with(Default::default).content_length = Some(length);
+    }
+
     /// Sets error/throttle/fault and `http.response.status` from an HTTP status:
     /// 429 → throttle + error, other 4xx → error, 5xx → fault.
     pub fn apply_http_status(&mut self, status: u16) {

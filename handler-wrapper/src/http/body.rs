@@ -50,8 +50,7 @@ impl<B> TracedBody<B> {
         let bytes = self.bytes;
         scope.complete(|sub| {
             sub.update(|d: &mut Document| {
-                let http = d.http.get_or_insert_with(Default::default);
-                http.response.get_or_insert_with(Default::default).content_length = Some(bytes);
+                d.set_content_length(bytes);
                 if let Some((kind, message)) = failure {
                     d.fail_unless_caused(|| cause_from_message(kind, &message, None));
                 }

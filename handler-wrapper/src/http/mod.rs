@@ -133,8 +133,7 @@ fn record_status(scope: &InvocationScope, status: u16, content_length: Option<u6
         sub.update(|d| {
             d.apply_http_status(status);
             if let Some(length) = content_length {
-                let http = d.http.get_or_insert_with(Default::default);
-                http.response.get_or_insert_with(Default::default).content_length = Some(length);
+                d.set_content_length(length);
             }
         });
     }

@@ -43,7 +43,7 @@ use crate::document::{HttpRequest, MAX_NAME_LEN, MAX_STRING_LEN, truncate};
 use crate::subsegment::Subsegment;
 
 /// The trace header's HTTP name.
-pub(crate) const TRACE_HEADER: &str = "x-amzn-trace-id";
+const TRACE_HEADER: &str = "x-amzn-trace-id";
 
 /// One outgoing request being traced.
 pub(crate) struct OutgoingCall {
@@ -95,9 +95,11 @@ impl OutgoingCall {
         Some(OutgoingCall { sub: Some(sub), header })
     }
 
-    /// The trace header to send with the request.
-    pub(crate) fn header(&self) -> Option<&str> {
-        self.header.as_deref()
+    /// Puts the trace header on the request (replacing any value).
+    pub(crate) fn inject(&self, headers: &mut http::HeaderMap) {
+        if let Some(value) = self.header.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()) {
+            headers.insert(TRACE_HEADER, value);
+        }
     }
 
     /// Records the response head and ends the subsegment.
@@ -106,8 +108,7 @@ impl OutgoingCall {
             sub.update(|d| {
                 d.apply_http_status(status);
                 if let Some(length) = content_length {
-                    let http = d.http.get_or_insert_with(Default::default);
-                    http.response.get_or_insert_with(Default::default).content_length = Some(length);
+                    d.set_content_length(length);
                 }
             });
         }

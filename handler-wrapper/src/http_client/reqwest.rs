@@ -3,7 +3,7 @@
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
-use super::{OutgoingCall, RequestInfo, TRACE_HEADER};
+use super::{OutgoingCall, RequestInfo};
 
 /// Traces every request of a `reqwest` client built with
 /// `reqwest-middleware`. See the [module docs](super).
@@ -56,8 +56,8 @@ impl Middleware for XRayReqwestMiddleware {
             };
             OutgoingCall::begin(info)
         };
-        if let Some(value) = call.as_ref().and_then(|c| c.header()).and_then(|h| http::HeaderValue::from_str(h).ok()) {
-            req.headers_mut().insert(TRACE_HEADER, value);
+        if let Some(call) = &call {
+            call.inject(req.headers_mut());
         }
         let result = next.run(req, extensions).await;
         if let Some(call) = call {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 
-use super::{OutgoingCall, RequestInfo, TRACE_HEADER};
+use super::{OutgoingCall, RequestInfo};
 
 /// Traces every request through a `tower` service taking `http::Request`s:
 /// a `hyper_util` legacy `Client`, or any stack built on `hyper`. See the
@@ -95,8 +95,8 @@ where
             };
             OutgoingCall::begin(info)
         };
-        if let Some(value) = call.as_ref().and_then(|c| c.header()).and_then(|h| http::HeaderValue::from_str(h).ok()) {
-            req.headers_mut().insert(TRACE_HEADER, value);
+        if let Some(call) = &call {
+            call.inject(req.headers_mut());
         }
         XRayClientFuture { inner: self.inner.call(req), call }
     }
