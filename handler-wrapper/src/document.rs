@@ -133,6 +133,69 @@ impl Document {
         Document { name: sanitize_name(name), id, start_time, ..Default::default() }
     }
 
+    /// Empties the document for reuse (see `pool.rs`), keeping only its name's
+    /// buffer. Field by field: an empty field costs a check, where building a
+    /// whole default document and dropping the old one cost several times more.
+    pub(crate) fn reset_keeping_name(&mut self) {
+        // Exhaustive on purpose: a new field must be reset here too.
+        let Document {
+            name,
+            id,
+            trace_id,
+            parent_id,
+            kind,
+            start_time,
+            end_time,
+            in_progress,
+            namespace,
+            error,
+            throttle,
+            fault,
+            cause,
+            annotations,
+            metadata,
+            http,
+            aws,
+            precursor_ids,
+            origin,
+            user,
+            resource_arn,
+            service,
+            subsegments,
+        } = self;
+        name.clear();
+        *id = EntityId::default();
+        *trace_id = None;
+        *parent_id = None;
+        *kind = None;
+        *start_time = 0.0;
+        *end_time = None;
+        *in_progress = false;
+        *namespace = None;
+        *error = false;
+        *throttle = false;
+        *fault = false;
+        *cause = None;
+        if !annotations.is_empty() || annotations.0.spilled() {
+            *annotations = Annotations::default();
+        }
+        if !metadata.is_empty() || metadata.0.spilled() {
+            *metadata = Metadata::default();
+        }
+        *http = None;
+        *aws = None;
+        if precursor_ids.capacity() > 0 {
+            *precursor_ids = Vec::new();
+        }
+        *origin = None;
+        *user = None;
+        *resource_arn = None;
+        *service = None;
+        if subsegments.capacity() > 0 {
+            *subsegments = Vec::new();
+        }
+    }
+
     /// Marks the entity `fault` with `cause` (replacing any cause): the one
     /// place a failure is recorded.
     pub(crate) fn fail(&mut self, cause: CauseDetails) {
@@ -150,6 +213,7 @@ impl Document {
     }
 
     /// Sets `http.response.content_length`.
+    #[cfg(any(feature = "lambda-http", feature = "reqwest", feature = "hyper-client"))]
     pub(crate) fn set_content_length(&mut self, length: u64) {
         let http = self.http.get_or_insert_with(Default::default);
         http.response.get_or_insert_with(Default::default).content_length = Some(length);
@@ -423,7 +487,7 @@ impl From<&String> for AnnotationValue {
 
 /// Annotations in insertion order; a repeated key replaces the earlier value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Annotations(smallvec::SmallVec<[(CompactString, AnnotationValue); 1]>);
+pub struct Annotations(smallvec::SmallVec<[(CompactString, AnnotationValue); 2]>);
 
 impl Annotations {
     /// Whether there are none.
@@ -455,8 +519,9 @@ impl Annotations {
         if let Some(slot) = self.0.iter_mut().find(|(k, _)| k == key.as_ref()) {
             slot.1 = value;
         } else {
-            // Most subsegments have one: it is stored inline, without an
-            // allocation; more move to the heap (doubling from two).
+            // Most subsegments have one or two (the handler's: `ColdStart`,
+            // `Service`): stored inline, without an allocation; more move to
+            // the heap.
             self.0.push((key.into(), value));
         }
     }
@@ -496,10 +561,13 @@ impl<'de> Deserialize<'de> for Annotations {
 /// already-serialised JSON so their size is known exactly and the caller's
 /// value is not held.
 #[derive(Debug, Clone, Default)]
-pub struct Metadata(Vec<(String, Vec<MetadataEntry>)>);
+pub struct Metadata(smallvec::SmallVec<[(CompactString, MetadataEntries); 1]>);
 
-/// One metadata value: key and serialised JSON.
-type MetadataEntry = (String, Box<RawValue>);
+/// One metadata value: key and serialised JSON. Namespaces and keys up to 24
+/// bytes are stored inline, and one namespace with one value (the handler's
+/// response) needs no allocation but the value's.
+type MetadataEntry = (CompactString, Box<RawValue>);
+type MetadataEntries = smallvec::SmallVec<[MetadataEntry; 1]>;
 
 impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {
@@ -541,14 +609,14 @@ impl Metadata {
     /// (`&str`s, or `String`s to move in: each allocated only when new).
     pub(crate) fn insert_valid(
         &mut self,
-        namespace: impl AsRef<str> + Into<String>,
-        key: impl AsRef<str> + Into<String>,
+        namespace: impl AsRef<str> + Into<CompactString>,
+        key: impl AsRef<str> + Into<CompactString>,
         value: Box<RawValue>,
     ) {
         let idx = match self.0.iter().position(|(ns, _)| ns == namespace.as_ref()) {
             Some(i) => i,
             None => {
-                self.0.push((namespace.into(), Vec::new()));
+                self.0.push((namespace.into(), MetadataEntries::new()));
                 self.0.len() - 1
             }
         };
@@ -569,11 +637,11 @@ impl Metadata {
             .flat_map(|(ni, (_, e))| e.iter().enumerate().map(move |(ki, (_, v))| (ni, ki, v.get().len())))
             .max_by_key(|&(_, _, size)| size)?;
         let (key, _) = self.0[ni].1.remove(ki);
-        let ns = self.0[ni].0.clone();
+        let ns = self.0[ni].0.to_string();
         if self.0[ni].1.is_empty() {
             self.0.remove(ni);
         }
-        Some((ns, key, size))
+        Some((ns, key.into(), size))
     }
 }
 
@@ -591,7 +659,7 @@ impl Serialize for Metadata {
         }
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (ns, entries) in &self.0 {
-            map.serialize_entry(ns, &Entries(entries))?;
+            map.serialize_entry(ns.as_str(), &Entries(entries))?;
         }
         map.end()
     }
@@ -600,16 +668,16 @@ impl Serialize for Metadata {
 impl<'de> Deserialize<'de> for Metadata {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        let mut out = Vec::new();
+        let mut out = smallvec::SmallVec::new();
         for (ns, v) in map {
-            let mut entries = Vec::new();
+            let mut entries = MetadataEntries::new();
             if let serde_json::Value::Object(obj) = v {
                 for (k, v) in obj {
                     let raw = serde_json::value::to_raw_value(&v).map_err(serde::de::Error::custom)?;
-                    entries.push((k, raw));
+                    entries.push((k.into(), raw));
                 }
             }
-            out.push((ns, entries));
+            out.push((ns.into(), entries));
         }
         Ok(Metadata(out))
     }
@@ -689,7 +757,17 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 /// Annotation keys must be 1-500 ASCII letters, digits or `_`: only such keys
 /// work in filter expressions and the schema rejects the rest.
 pub(crate) fn validate_annotation_key(key: &str) -> Result<(), TraceError> {
-    if key.is_empty() || key.len() > MAX_ANNOTATION_KEY_LEN || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    // One table lookup per byte: this runs for every annotation.
+    const ALLOWED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
+            b += 1;
+        }
+        table
+    };
+    if key.is_empty() || key.len() > MAX_ANNOTATION_KEY_LEN || !key.bytes().all(|b| ALLOWED[b as usize]) {
         return Err(TraceError::InvalidAnnotationKey(truncate(key, 64).to_owned()));
     }
     Ok(())
@@ -709,6 +787,36 @@ pub(crate) fn validate_metadata_namespace(ns: &str) -> Result<(), TraceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_document_is_a_new_one_with_an_empty_name() {
+        let mut doc = Document::start("full", EntityId::from_u64(7), 1_700_000_000.5);
+        doc.trace_id = Some(TraceId::new());
+        doc.parent_id = Some(EntityId::from_u64(8));
+        doc.kind = Some("subsegment".into());
+        doc.end_time = Some(1_700_000_001.0);
+        doc.in_progress = true;
+        doc.namespace = Some("aws".into());
+        (doc.error, doc.throttle, doc.fault) = (true, true, true);
+        doc.cause = Some(Cause::ExceptionId(EntityId::from_u64(9)));
+        for i in 0..5 {
+            doc.annotations.insert_valid(format!("k{i}").as_str(), i.into());
+            let raw = serde_json::value::to_raw_value(&i).unwrap_or_else(|_| serde_json::value::to_raw_value(&0).unwrap_or_default());
+            doc.metadata.insert_valid(format!("ns{i}").as_str(), "key", raw);
+        }
+        doc.http = Some(Box::default());
+        doc.aws = Some(Box::default());
+        doc.precursor_ids = vec![EntityId::from_u64(1)];
+        doc.origin = Some("AWS::Lambda::Function".into());
+        doc.user = Some("u".into());
+        doc.resource_arn = Some("arn".into());
+        doc.service = Some(Service { version: Some("1".into()) });
+        doc.subsegments = vec![Document::start("child", EntityId::from_u64(2), 1.0)];
+        let capacity = doc.name.capacity();
+        doc.reset_keeping_name();
+        assert_eq!(doc, Document::default());
+        assert_eq!(doc.name.capacity(), capacity, "the name's buffer is kept");
+    }
 
     #[test]
     fn names_are_sanitised_and_capped() {

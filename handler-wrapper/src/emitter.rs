@@ -353,12 +353,65 @@ impl Emitter {
     fn emit_tree_with(&self, tree: Finished, buf: &mut Vec<u8>, mark: Option<&str>) -> bool {
         buf.clear();
         buf.extend_from_slice(wire_header());
-        if crate::encode::write_tree(&tree, buf).is_ok() && buf.len() <= self.max_datagram {
-            let sent = self.send_last(buf, mark);
-            crate::pool::recycle(tree);
-            return sent;
+        // The mark goes into the header before the document is written, so
+        // nothing is moved afterwards.
+        let field = match mark {
+            Some(request_id) => Self::insert_mark(buf, request_id),
+            None => 0,
+        };
+        if crate::encode::write_tree(&tree, buf).is_ok() {
+            let sent = if buf.len() <= self.max_datagram {
+                Some(self.send_marked(buf, field))
+            } else if field > 0 && buf.len() - field <= self.max_datagram {
+                // Fits without the mark: send it plain, the mark goes on its own.
+                let at = wire_header().len() - 2;
+                buf.drain(at..at + field);
+                self.send_datagram(buf);
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(sent) = sent {
+                crate::pool::recycle(tree);
+                return sent;
+            }
         }
         self.emit_with(tree.into_document(), buf, mark)
+    }
+
+    /// Adds `,"invocation_done":"<request_id>"` to the header line at the
+    /// start of `buf`; returns its length.
+    fn insert_mark(buf: &mut Vec<u8>, request_id: &str) -> usize {
+        // `{"format":"json","version":1` + the field + `}\n`
+        let at = wire_header().len() - 2;
+        buf.truncate(at);
+        buf.extend_from_slice(b",\"invocation_done\":");
+        crate::encode::write_json_str(request_id, buf);
+        let field = buf.len() - at;
+        buf.extend_from_slice(b"}\n");
+        field
+    }
+
+    /// Sends a datagram whose header carries a `field`-byte mark (none when
+    /// 0) to the extension; returns whether the mark went out. If the
+    /// extension is not listening the daemon gets it with the plain header.
+    fn send_marked(&self, buf: &mut Vec<u8>, field: usize) -> bool {
+        if field == 0 {
+            self.send_datagram(buf);
+            return false;
+        }
+        let result = self.send_primary(buf);
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::ConnectionRefused
+            && let Some(fallback) = &self.fallback
+        {
+            let at = wire_header().len() - 2;
+            buf.drain(at..at + field);
+            self.count(&fallback.send(buf));
+            return false;
+        }
+        self.count(&result);
+        result.is_ok()
     }
 
     /// Sends `doc`; the last datagram carries `mark` in its header when it
@@ -388,7 +441,7 @@ impl Emitter {
                 kept.push(child);
             } else {
                 let mut child = child;
-                child.trace_id = doc.trace_id.clone();
+                child.trace_id = doc.trace_id;
                 child.parent_id = Some(doc.id);
                 child.kind = Some("subsegment".to_owned());
                 self.emit_with(child, buf, None);
@@ -413,27 +466,15 @@ impl Emitter {
             self.send_datagram(buf);
             return false;
         };
-        // `{"format":"json","version":1` + `,"invocation_done":"<id>"` + `}\n`
-        let at = wire_header().len() - 2;
-        let mut field = Vec::with_capacity(request_id.len() + 24);
-        field.extend_from_slice(b",\"invocation_done\":");
-        if serde_json::to_writer(&mut field, request_id).is_err() || buf.len() + field.len() > self.max_datagram {
+        let mut header = Vec::with_capacity(wire_header().len() + request_id.len() + 24);
+        header.extend_from_slice(wire_header());
+        let field = Self::insert_mark(&mut header, request_id);
+        if buf.len() + field > self.max_datagram {
             self.send_datagram(buf);
             return false;
         }
-        buf.splice(at..at, field.iter().copied());
-        let result = self.send_primary(buf);
-        if let Err(e) = &result
-            && e.kind() == io::ErrorKind::ConnectionRefused
-            && let Some(fallback) = &self.fallback
-        {
-            // The daemon gets the plain header.
-            buf.drain(at..at + field.len());
-            self.count(&fallback.send(buf));
-            return false;
-        }
-        self.count(&result);
-        result.is_ok()
+        buf.splice(..wire_header().len(), header);
+        self.send_marked(buf, field)
     }
 
     /// Removes the biggest values from `doc` (no children) until it fits,
@@ -643,6 +684,32 @@ pub(crate) mod tests {
         let note = docs[0]["metadata"]["lambda_xray"]["removed_to_fit_64KiB"][0].as_str().unwrap_or("");
         assert!(note.contains("app.huge"), "{note}");
         assert_eq!(emitter.stats().values_dropped, 1);
+    }
+
+    #[test]
+    fn the_end_mark_rides_on_the_document_only_when_both_fit() {
+        let tree = || Finished::leaf(doc_with_children(0, 0));
+        let plain = {
+            let mut buf = Vec::new();
+            buf.extend_from_slice(wire_header());
+            assert!(crate::encode::write_tree(&tree(), &mut buf).is_ok());
+            buf.len()
+        };
+        let field = ",\"invocation_done\":\"req-1\"".len();
+        for (max, marked) in [(plain + field, true), (plain + field - 1, false), (plain, false)] {
+            let cap = Capture::default();
+            let emitter = Emitter::for_extension(cap.clone()).with_max_datagram(max);
+            let sent = emitter.emit_tree_with(tree(), &mut Vec::new(), Some("req-1"));
+            assert_eq!(sent, marked, "limit {max}");
+            let datagrams = cap.datagrams();
+            assert_eq!(datagrams.len(), 1, "limit {max}: one datagram either way");
+            let header = datagrams[0].split(|&b| b == b'\n').next().unwrap_or_default();
+            let header: serde_json::Value = serde_json::from_slice(header).unwrap_or_default();
+            assert_eq!(header["invocation_done"].as_str(), marked.then_some("req-1"), "limit {max}");
+            assert_eq!(header["format"], "json");
+            assert!(datagrams[0].len() <= max);
+            assert_eq!(cap.documents().len(), 1);
+        }
     }
 
     #[test]

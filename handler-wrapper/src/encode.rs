@@ -57,8 +57,10 @@ fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     buf.extend_from_slice(b",\"id\":");
     write_id(doc.id, buf);
     if let Some(trace_id) = &doc.trace_id {
-        buf.extend_from_slice(b",\"trace_id\":");
-        serde_json::to_writer(&mut *buf, trace_id)?;
+        buf.extend_from_slice(b",\"trace_id\":\"");
+        // Validated hex and dashes: nothing to escape.
+        buf.extend_from_slice(trace_id.as_bytes());
+        buf.push(b'"');
     }
     if let Some(parent_id) = doc.parent_id {
         buf.extend_from_slice(b",\"parent_id\":");
@@ -69,10 +71,10 @@ fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         write_str(kind, buf)?;
     }
     buf.extend_from_slice(b",\"start_time\":");
-    serde_json::to_writer(&mut *buf, &doc.start_time)?;
+    write_time(doc.start_time, buf)?;
     if let Some(end_time) = doc.end_time {
         buf.extend_from_slice(b",\"end_time\":");
-        serde_json::to_writer(&mut *buf, &end_time)?;
+        write_time(end_time, buf)?;
     }
     if doc.in_progress {
         buf.extend_from_slice(b",\"in_progress\":true");
@@ -105,6 +107,7 @@ fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
                 AnnotationValue::Bool(true) => buf.extend_from_slice(b"true"),
                 AnnotationValue::Bool(false) => buf.extend_from_slice(b"false"),
                 AnnotationValue::String(s) => write_str(s, buf)?,
+                AnnotationValue::Int(i) => buf.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
                 other => serde_json::to_writer(&mut *buf, other)?,
             }
         }
@@ -146,11 +149,30 @@ fn field(name: &[u8], value: &(impl Serialize + ?Sized), buf: &mut Vec<u8>) -> s
 
 /// A JSON string: copied as is when `serde_json` would not escape anything
 /// (no control character, quote or backslash), else written by `serde_json`.
+/// A JSON string, as [`write_str`] writes it; escaping cannot fail.
+pub(crate) fn write_json_str(s: &str, buf: &mut Vec<u8>) {
+    // Writing a `&str` into a `Vec` has no failure mode.
+    let _ = write_str(s, buf);
+}
+
 fn write_str(s: &str, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        buf.reserve(s.len() + 2);
+    // What `serde_json` escapes: control characters, quote, backslash.
+    const PLAIN: [bool; 256] = {
+        let mut table = [true; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = false;
+            b += 1;
+        }
+        table[b'"' as usize] = false;
+        table[b'\\' as usize] = false;
+        table
+    };
+    let bytes = s.as_bytes();
+    if bytes.iter().all(|&b| PLAIN[b as usize]) {
+        buf.reserve(bytes.len() + 2);
         buf.push(b'"');
-        buf.extend_from_slice(s.as_bytes());
+        buf.extend_from_slice(bytes);
         buf.push(b'"');
         Ok(())
     } else {
@@ -158,10 +180,67 @@ fn write_str(s: &str, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     }
 }
 
+/// The two decimal digits of each number below 100.
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut table = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        table[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    table
+};
+
+/// A time as `serde_json` writes the `f64` (its shortest round-trip form),
+/// without the general float algorithm for the times the library makes:
+/// ten-digit epoch seconds below 2^32 (years 2001 to 2106) that are a whole
+/// number of microseconds (`clock::now_seconds`). For those the decimal
+/// `s.ffffff` with trailing zeros dropped is that shortest form: it reads
+/// back as the same `f64` (the nearest double to the microsecond value), and
+/// no other decimal of at most six places lies within half a spacing of the
+/// double, since the spacing there (at most 2^-21, 4.8e-7) is under half a
+/// microsecond. Anything else goes through `serde_json`.
+fn write_time(t: f64, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    const MICROS: f64 = 1e6;
+    if (1e9..4_294_967_296.0).contains(&t) {
+        // Below 2^53 µs: the product is within one double of the true micro
+        // count, and the check below rejects any that did not round back.
+        // Through i64: a cheaper conversion than to u64, and t is in range.
+        let micros = (t * MICROS + 0.5) as i64 as u64;
+        #[allow(clippy::float_cmp)] // Exactly this double, or not the fast path.
+        if micros as f64 / MICROS == t {
+            let (secs, frac) = (micros / 1_000_000, (micros % 1_000_000) as u32);
+            let mut out = [0u8; 17];
+            let (hi, lo) = ((secs / 100_000) as u32, (secs % 100_000) as u32);
+            // Ten digits: hi and lo are five each.
+            for (i, part) in [hi, lo].into_iter().enumerate() {
+                let at = i * 5;
+                out[at] = b'0' + (part / 10_000) as u8;
+                out[at + 1..at + 3].copy_from_slice(&DIGIT_PAIRS[(part / 100 % 100) as usize]);
+                out[at + 3..at + 5].copy_from_slice(&DIGIT_PAIRS[(part % 100) as usize]);
+            }
+            out[10] = b'.';
+            out[11..13].copy_from_slice(&DIGIT_PAIRS[(frac / 10_000) as usize]);
+            out[13..15].copy_from_slice(&DIGIT_PAIRS[(frac / 100 % 100) as usize]);
+            out[15..17].copy_from_slice(&DIGIT_PAIRS[(frac % 100) as usize]);
+            // Trailing zeros go, but one digit stays after the point (`1.0`).
+            let mut zeros = 0;
+            while zeros < 5 && out[16 - zeros] == b'0' {
+                zeros += 1;
+            }
+            // All 17 bytes, then cut: a fixed-size copy is two moves, not a call.
+            buf.extend_from_slice(&out);
+            buf.truncate(buf.len() - zeros);
+            return Ok(());
+        }
+    }
+    serde_json::to_writer(&mut *buf, &t)
+}
+
 fn write_id(id: EntityId, buf: &mut Vec<u8>) {
-    buf.push(b'"');
-    buf.extend_from_slice(&id.to_hex());
-    buf.push(b'"');
+    let mut quoted = [b'"'; 18];
+    quoted[1..17].copy_from_slice(&id.to_hex());
+    buf.extend_from_slice(&quoted);
 }
 
 #[cfg(test)]
@@ -179,6 +258,49 @@ mod tests {
 
     fn raw(v: serde_json::Value) -> Box<serde_json::value::RawValue> {
         serde_json::value::to_raw_value(&v).unwrap_or_else(|_| serde_json::value::to_raw_value(&0).unwrap_or_default())
+    }
+
+    fn json(t: f64) -> String {
+        let mut buf = Vec::new();
+        assert!(write_time(t, &mut buf).is_ok());
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    #[test]
+    fn times_are_written_as_serde_json_writes_them() {
+        let serde = |t: f64| serde_json::to_string(&t).unwrap_or_default();
+        // The library's times (whole microseconds), at the edges and in between.
+        let mut micros: Vec<u64> =
+            vec![1_000_000_000_000_000, 1_700_000_000_000_000, 1_700_000_000_500_000, 1_700_000_000_000_001, 4_294_967_295_999_999];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            // xorshift: spread over the whole ten-digit range and every fraction.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            micros.push(1_000_000_000_000_000 + x % 3_294_967_296_000_000);
+        }
+        for m in micros {
+            let t = m as f64 / 1e6;
+            assert_eq!(json(t), serde(t), "{m} µs");
+            assert_eq!(json(t).parse::<f64>().ok(), Some(t));
+        }
+        // Anything else: serde_json's own output.
+        for t in [
+            0.0,
+            1.25,
+            -1.5,
+            1e12,
+            4_294_967_296.5,
+            9_648_557_578.896_383,
+            1_700_000_000.123_456_7,
+            999_999_999.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(json(t), serde(t), "{t}");
+        }
     }
 
     #[test]

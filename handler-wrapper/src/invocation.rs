@@ -240,7 +240,10 @@ impl Invocation {
     /// Ends a subsegment: hands it to its parent, or sends it.
     pub(crate) fn end(&self, r: NodeRef) {
         let end_time = now_seconds();
-        let mut outgoing: Vec<Finished> = Vec::new();
+        // The subtree to send when this was a top-level subsegment, and the
+        // children its parent streams out when past a threshold.
+        let mut standalone = None;
+        let mut streamed = Vec::new();
         {
             let mut tree = self.tree();
             let Some(mut node) = tree.remove(r) else { return };
@@ -256,26 +259,27 @@ impl Invocation {
             let limits = self.limits;
             match node.parent.and_then(|(p, pid)| tree.get_mut(p).map(|n| (n, pid))) {
                 Some((parent, _)) => {
-                    // Room for a handful at once instead of growing 1, 4, 8...
+                    // Room for a handful at once instead of growing 1, 4, 8...,
+                    // from the thread's pool when it has a list.
                     if parent.children.capacity() == 0 {
-                        parent.children.reserve_exact(8);
+                        parent.children = crate::pool::children_list();
                     }
                     parent.children.push(Finished { doc, children: node.children });
                     parent.completed_children += 1;
                     parent.completed_bytes += bytes;
                     if parent.completed_children > limits.max_children || parent.completed_bytes > limits.max_bytes {
-                        self.stream_completed(parent, &mut outgoing);
+                        self.stream_completed(parent, &mut streamed);
                     }
                 }
                 None => {
                     let pid = node.parent.map(|(_, id)| id).unwrap_or(self.segment_id);
                     self.make_standalone(&mut doc, pid);
-                    outgoing.push(Finished { doc, children: node.children });
+                    standalone = Some(Finished { doc, children: node.children });
                 }
             }
         }
         // Serialise and send outside the lock.
-        for tree in outgoing {
+        for tree in streamed.into_iter().chain(standalone) {
             self.emitter.emit_tree(tree);
         }
     }
@@ -292,7 +296,7 @@ impl Invocation {
     }
 
     fn make_standalone(&self, doc: &mut Document, parent_id: EntityId) {
-        doc.trace_id = Some(self.trace_id.clone());
+        doc.trace_id = Some(self.trace_id);
         doc.parent_id = Some(parent_id);
         doc.kind = Some("subsegment".to_owned());
     }

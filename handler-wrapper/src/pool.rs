@@ -19,14 +19,30 @@ use lambda_xray_wire::EntityId;
 
 /// Documents kept per thread, at most.
 const MAX_POOLED: usize = 64;
+/// Emptied lists of children kept per thread, at most, and the largest kept.
+const MAX_POOLED_LISTS: usize = 8;
+const MAX_LIST_CAPACITY: usize = 128;
+
+/// A thread's spare documents and children lists.
+struct Pool {
+    docs: Vec<Box<Document>>,
+    lists: Vec<Vec<Finished>>,
+}
 
 thread_local! {
-    static FREE: RefCell<Vec<Box<Document>>> = const { RefCell::new(Vec::new()) };
+    static FREE: RefCell<Pool> = const { RefCell::new(Pool { docs: Vec::new(), lists: Vec::new() }) };
+}
+
+/// An empty list for a parent's finished children, with room for eight at
+/// least: a recycled one when the thread has it.
+pub(crate) fn children_list() -> Vec<Finished> {
+    let pooled = FREE.try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.lists.pop())).ok().flatten();
+    pooled.unwrap_or_else(|| Vec::with_capacity(8))
 }
 
 /// An open document named `name` (sanitised), from the pool when it has one.
 pub(crate) fn start(name: &str, id: EntityId, start_time: f64) -> Box<Document> {
-    let pooled = FREE.try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.pop())).ok().flatten();
+    let pooled = FREE.try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.docs.pop())).ok().flatten();
     match pooled {
         Some(mut doc) => {
             sanitize_name_into(name, &mut doc.name);
@@ -47,19 +63,22 @@ pub(crate) fn recycle(tree: Finished) {
     });
 }
 
-fn give(tree: Finished, free: &mut Vec<Box<Document>>) {
-    let Finished { mut doc, children } = tree;
-    for child in children {
-        give(child, free);
-    }
-    if free.len() < MAX_POOLED {
-        if free.capacity() == 0 {
-            free.reserve_exact(MAX_POOLED);
+fn give(tree: Finished, free: &mut Pool) {
+    let Finished { mut doc, mut children } = tree;
+    if !children.is_empty() {
+        for child in children.drain(..) {
+            give(child, free);
         }
-        let mut name = std::mem::take(&mut doc.name);
-        name.clear();
-        *doc = Document { name, ..Default::default() };
-        free.push(doc);
+        if free.lists.len() < MAX_POOLED_LISTS && children.capacity() <= MAX_LIST_CAPACITY {
+            free.lists.push(children);
+        }
+    }
+    if free.docs.len() < MAX_POOLED {
+        if free.docs.capacity() == 0 {
+            free.docs.reserve_exact(MAX_POOLED);
+        }
+        doc.reset_keeping_name();
+        free.docs.push(doc);
     }
 }
 

@@ -185,7 +185,8 @@ impl Subsegment {
             return Ok(());
         }
         let raw = serde_json::value::to_raw_value(value).map_err(|e| TraceError::MetadataNotSerializable(e.to_string()))?;
-        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        // Inline up to 24 bytes each: no allocation.
+        let (namespace, key) = (compact_str::CompactString::new(namespace), compact_str::CompactString::new(key));
         self.edit(move |d| d.metadata.insert_valid(namespace, key, raw));
         Ok(())
     }

@@ -13,24 +13,41 @@
 //! `LAMBDA_XRAY_EXTENSION_MARKER`, so the library sends exactly as it does
 //! with the extension), and counts what arrives.
 //!
-//! Per run: start the function, run the warm-up invocations, read the
-//! function's utime+stime from `/proc/<pid>/stat`, run the measured
-//! invocations, read it again (the function is then waiting on `next`), stop
-//! it. Only the function process is measured, never this one. Runs alternate
-//! untraced/traced; the figures are medians over the runs.
+//! All modes run side by side, each function process with its own Runtime
+//! API and extension stand-ins. After the warm-up, the measured invocations
+//! go in blocks (`FUNCTION_CPU_BLOCK`, default 250) taken in turn, in a
+//! rotating order, so that the machine's drift (other tenants, the VM's
+//! host) falls on every mode alike; each block ends once the function has
+//! asked for its next `next`, so an invocation's tail is in its block. The
+//! measure is each function process's on-CPU time, summed over its threads
+//! from `/proc/<pid>/task/*/schedstat` (exact; utime+stime is printed
+//! beside it as a check). Only the functions are measured, never this
+//! process. The figures: CPU per invocation of each mode; for each traced
+//! mode minus untraced, the difference of the totals and, over the pairs of
+//! blocks of the same round, their mean with a 95% confidence interval and
+//! their median.
+//!
+//! Pinning (`FUNCTION_CPU_PIN`, see `pinned_cpus`): by default the
+//! functions and the stand-ins share one CPU, as a Lambda function below
+//! 1,769 MB shares its one vCPU with its extensions and the Runtime API.
 //!
 //! Settings (environment): `FUNCTION_CPU_INVOCATIONS` (measured invocations
-//! per run, default 30000), `FUNCTION_CPU_WARMUP` (default 2000),
-//! `FUNCTION_CPU_RUNS` (runs per mode, default 5), `FUNCTION_CPU_MODES`
-//! (`untraced,traced`; `traced@<path>` runs another build of the function,
-//! e.g. of an older commit, in the same session), `FUNCTION_CPU_WRAPPER` (a command to run the function
-//! under, e.g. `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p`;
-//! the CPU figures are then the wrapper's), `FUNCTION_CPU_PERF` (a path
-//! prefix: `perf record -e cpu-clock -g` of the measured invocations to
-//! `<prefix>.<mode>.data`), `FUNCTION_CPU_DEADLINE_MS` (the invocation
-//! deadline, from `next`; default 300000; 0 sends a deadline of 0, which the
-//! library reads as "no deadline"), `FUNCTION_CPU_NO_EXTENSION=1` (no marker:
-//! the library sends to the daemon stand-in, a socket nobody reads).
+//! per mode, default 30000), `FUNCTION_CPU_WARMUP` (default 2000),
+//! `FUNCTION_CPU_BLOCK` (default 250), `FUNCTION_CPU_PIN` (`one`, `split`,
+//! `none`), `FUNCTION_CPU_RUNTIME` (`current_thread` runs the function on
+//! tokio's single-threaded runtime; by default `#[tokio::main]`'s
+//! multi-threaded one), `FUNCTION_CPU_MODES` (`untraced,traced`;
+//! `traced@<path>` runs another build of the function, e.g. of an older
+//! commit, in the same session), `FUNCTION_CPU_WRAPPER` (a command to run
+//! the function under, `%m` replaced by the mode, e.g. `valgrind
+//! --tool=callgrind --callgrind-out-file=/tmp/cg.%m`; the CPU figures are
+//! then the wrapper's), `FUNCTION_CPU_PERF` (a path prefix: `perf record -e
+//! cpu-clock -g` of the measured invocations to `<prefix>.<mode>.data`),
+//! `FUNCTION_CPU_DEADLINE_MS` (the invocation deadline, from `next`;
+//! default 300000; 0 sends a deadline of 0, which the library reads as "no
+//! deadline"), `FUNCTION_CPU_NO_EXTENSION=1` (no marker: the library sends
+//! to the daemon stand-in, a socket nobody reads, so no datagram wakes a
+//! reader).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,6 +75,8 @@ struct RuntimeApi {
     queue: Mutex<VecDeque<u64>>,
     queued: Notify,
     responses: watch::Sender<u64>,
+    /// `next` requests received.
+    nexts: watch::Sender<u64>,
     errors: AtomicU64,
 }
 
@@ -83,9 +102,15 @@ impl RuntimeApi {
         let _ = rx.wait_for(|n| *n >= target).await;
     }
 
+    async fn wait_nexts(&self, target: u64) {
+        let mut rx = self.nexts.subscribe();
+        let _ = rx.wait_for(|n| *n >= target).await;
+    }
+
     async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
         let path = req.uri().path().to_owned();
         if path == "/2018-06-01/runtime/invocation/next" {
+            self.nexts.send_modify(|n| *n += 1);
             let n = self.next_invocation().await;
             let deadline = match setting("FUNCTION_CPU_DEADLINE_MS", 300_000) {
                 0 => 0,
@@ -117,8 +142,13 @@ impl RuntimeApi {
 async fn start_runtime_api() -> Result<(SocketAddr, Arc<RuntimeApi>), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let api =
-        Arc::new(RuntimeApi { queue: Mutex::default(), queued: Notify::new(), responses: watch::channel(0).0, errors: AtomicU64::new(0) });
+    let api = Arc::new(RuntimeApi {
+        queue: Mutex::default(),
+        queued: Notify::new(),
+        responses: watch::channel(0).0,
+        nexts: watch::channel(0).0,
+        errors: AtomicU64::new(0),
+    });
     let served = api.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -207,120 +237,169 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-struct RunResult {
-    cpu_us_per_invocation: f64,
-    wall_us_per_invocation: f64,
-    voluntary_per_invocation: f64,
-    involuntary_per_invocation: f64,
-    documents: u64,
-    done: u64,
-    other: u64,
+/// A function process under measurement, with its own Runtime API and
+/// extension stand-ins (so each mode's datagrams are counted apart).
+struct Function {
+    mode: String,
+    child: tokio::process::Child,
+    pid: u32,
+    api: Arc<RuntimeApi>,
+    received: Arc<Received>,
+    perf: Option<std::process::Child>,
+    /// Invocations handed out so far.
+    invoked: u64,
+    /// On-CPU ns of the process when its last block ended.
+    cpu_ns: u64,
+    /// Per block: on-CPU ns per invocation.
+    blocks: Vec<f64>,
+    measured_ns: u64,
+    measured: u64,
+    switches: (u64, u64),
+    ticks: f64,
+    counts: (u64, u64, u64),
+    marker: std::path::PathBuf,
 }
 
-async fn run_once(
-    mode: &str,
-    marker: &std::path::Path,
-    daemon: SocketAddr,
-    received: &Received,
-    warmup: u64,
-    measured: u64,
-) -> Result<RunResult, Error> {
-    let (api_addr, api) = start_runtime_api().await?;
-    // `traced@/path/to/bench-function`: another build of the function (e.g. of an
-    // older commit), to compare in the same session.
-    let (mode, binary) = mode.split_once('@').unwrap_or((mode, env!("CARGO_BIN_EXE_bench-function")));
-    let wrapper = std::env::var("FUNCTION_CPU_WRAPPER").unwrap_or_default();
-    let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
-    words.push(binary.to_owned());
-    let mut command = tokio::process::Command::new(&words[0]);
-    command
-        .args(&words[1..])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
-        .env("_HANDLER", "bootstrap")
-        .env("AWS_XRAY_DAEMON_ADDRESS", daemon.to_string())
-        .env(
-            "LAMBDA_XRAY_EXTENSION_MARKER",
-            if setting("FUNCTION_CPU_NO_EXTENSION", 0) == 1 { std::path::Path::new("/nonexistent") } else { marker },
+impl Function {
+    async fn start(mode: &str, index: usize, daemon: SocketAddr, stop: Arc<AtomicBool>) -> Result<Function, Error> {
+        let (api_addr, api) = start_runtime_api().await?;
+        let (extension_addr, received) = start_extension_stand_in(stop)?;
+        let marker = std::env::temp_dir().join(format!("lambda-xray-bench-marker-{}-{index}", std::process::id()));
+        std::fs::write(&marker, extension_addr.to_string())?;
+        // `traced@/path/to/bench-function`: another build of the function (e.g. of an
+        // older commit), to compare in the same session.
+        let (kind, binary) = mode.split_once('@').unwrap_or((mode, env!("CARGO_BIN_EXE_bench-function")));
+        let wrapper = std::env::var("FUNCTION_CPU_WRAPPER").unwrap_or_default();
+        let wrapper = wrapper.replace("%m", &mode.replace(['/', '@'], "_"));
+        let mut words: Vec<String> = match pinned_cpus() {
+            Some((_, function_cpu)) => vec!["taskset".into(), "-c".into(), function_cpu.to_string()],
+            None => Vec::new(),
+        };
+        words.extend(wrapper.split_whitespace().map(str::to_owned));
+        words.push(binary.to_owned());
+        let mut command = tokio::process::Command::new(&words[0]);
+        command
+            .args(&words[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("_HANDLER", "bootstrap")
+            .env("AWS_XRAY_DAEMON_ADDRESS", daemon.to_string())
+            .env(
+                "LAMBDA_XRAY_EXTENSION_MARKER",
+                if setting("FUNCTION_CPU_NO_EXTENSION", 0) == 1 { std::path::Path::new("/nonexistent") } else { &marker },
+            )
+            .env("BENCH_MODE", kind)
+            .env("BENCH_RUNTIME", std::env::var("FUNCTION_CPU_RUNTIME").unwrap_or_default())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn()?;
+        let pid = child.id().ok_or("no pid")?;
+        Ok(Function {
+            mode: mode.to_owned(),
+            child,
+            pid,
+            api,
+            received,
+            perf: None,
+            invoked: 0,
+            cpu_ns: 0,
+            blocks: Vec::new(),
+            measured_ns: 0,
+            measured: 0,
+            switches: (0, 0),
+            ticks: 0.0,
+            counts: (0, 0, 0),
+            marker,
+        })
+    }
+
+    /// Runs `count` invocations one after another and waits until the
+    /// function is parked on its next `next`; returns the process's on-CPU ns.
+    async fn invoke(&mut self, count: u64) -> Result<u64, Error> {
+        let from = self.invoked;
+        self.invoked += count;
+        self.api.enqueue(from, count).await;
+        self.api.wait_responses(self.invoked).await;
+        // The function posts the response, then asks for `next`: wait for that
+        // request so the invocation's tail is in this block.
+        self.api.wait_nexts(self.invoked + 1).await;
+        let errors = self.api.errors.load(Ordering::Relaxed);
+        if errors > 0 {
+            return Err(format!("{}: the function reported {errors} errors", self.mode).into());
+        }
+        cpu_ns(self.pid)
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.received.documents.load(Ordering::Relaxed),
+            self.received.done.load(Ordering::Relaxed),
+            self.received.other.load(Ordering::Relaxed),
         )
-        .env("BENCH_MODE", mode)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn()?;
-    let pid = child.id().ok_or("no pid")?;
+    }
 
-    received.documents.store(0, Ordering::Relaxed);
-    received.done.store(0, Ordering::Relaxed);
-    received.other.store(0, Ordering::Relaxed);
-    api.enqueue(0, warmup).await;
-    api.wait_responses(warmup).await;
-    // Let the datagrams of the warm-up arrive before counting from zero.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (docs0, done0, other0) =
-        (received.documents.load(Ordering::Relaxed), received.done.load(Ordering::Relaxed), received.other.load(Ordering::Relaxed));
+    async fn stop(mut self) -> Result<Function, Error> {
+        if let Some(mut perf) = self.perf.take() {
+            signal(perf.id(), "INT");
+            let _ = perf.wait();
+        }
+        // SIGTERM first, so that a wrapper (valgrind) can write its output.
+        signal(self.pid, "TERM");
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+            self.child.kill().await?;
+        }
+        let _ = std::fs::remove_file(&self.marker);
+        Ok(self)
+    }
+}
 
-    // Optional profile of the measured invocations only.
-    let perf = match std::env::var("FUNCTION_CPU_PERF") {
-        Ok(prefix) if !prefix.is_empty() => Some(
-            std::process::Command::new("perf")
-                .args([
-                    "record",
-                    "-q",
-                    "-e",
-                    "cpu-clock",
-                    "-F",
-                    "20000",
-                    "-g",
-                    "-p",
-                    &pid.to_string(),
-                    "-o",
-                    &format!("{prefix}.{mode}.data"),
-                ])
-                .spawn()?,
-        ),
+/// CPU pinning, `FUNCTION_CPU_PIN`: `one` (the default with two CPUs or
+/// more) puts the functions and this process's stand-ins on the same CPU,
+/// the last: Lambda gives a function one vCPU up to 1,769 MB, shared with
+/// its extensions and the Runtime API, so a datagram or a response wakes a
+/// process on the same CPU, not across CPUs (which on a VM is an
+/// inter-processor interrupt through the hypervisor, tens of µs that belong
+/// to no Lambda). `split`: the functions on the last CPU, the stand-ins on
+/// the others. `none`: no pinning. Returns (this process's CPUs, the
+/// functions' CPU).
+fn pinned_cpus() -> Option<(String, usize)> {
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    match std::env::var("FUNCTION_CPU_PIN").as_deref() {
+        Ok("none") => None,
+        Ok("split") if cpus >= 2 => Some((format!("0-{}", cpus - 2), cpus - 1)),
+        _ if cpus >= 2 => Some(((cpus - 1).to_string(), cpus - 1)),
         _ => None,
-    };
-    let cpu0 = cpu_seconds(pid)?;
-    let switches0 = context_switches(pid);
-    let wall0 = Instant::now();
-    api.enqueue(warmup, measured).await;
-    api.wait_responses(warmup + measured).await;
-    let wall = wall0.elapsed();
-    // The function posts the response, then asks for `next` and blocks: wait
-    // for that (a few ms) so the last invocation's tail is counted too.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let cpu1 = cpu_seconds(pid)?;
-    let switches1 = context_switches(pid);
-    if let Some(mut perf) = perf {
-        signal(perf.id(), "INT");
-        let _ = perf.wait();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let errors = api.errors.load(Ordering::Relaxed);
-    // SIGTERM first, so that a wrapper (valgrind) can write its output.
-    signal(pid, "TERM");
-    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-        child.kill().await?;
+}
+
+/// On-CPU time of all threads of a process, in ns (`/proc/<pid>/task/*/schedstat`,
+/// exact, unlike the tick-sampled utime/stime).
+fn cpu_ns(pid: u32) -> Result<u64, Error> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else { continue };
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     }
-    if errors > 0 {
-        return Err(format!("{mode}: the function reported {errors} errors").into());
+    Ok(total)
+}
+
+fn start_perf(pid: u32, mode: &str) -> Result<Option<std::process::Child>, Error> {
+    match std::env::var("FUNCTION_CPU_PERF") {
+        Ok(prefix) if !prefix.is_empty() => Ok(Some(
+            std::process::Command::new("perf")
+                .args(["record", "-q", "-e", "cpu-clock", "-F", "20000", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(format!("{prefix}.{}.data", mode.replace(['/', '@'], "_")))
+                .spawn()?,
+        )),
+        _ => Ok(None),
     }
-    Ok(RunResult {
-        cpu_us_per_invocation: (cpu1 - cpu0) * 1e6 / measured as f64,
-        wall_us_per_invocation: wall.as_secs_f64() * 1e6 / measured as f64,
-        voluntary_per_invocation: switches1.0.saturating_sub(switches0.0) as f64 / measured as f64,
-        involuntary_per_invocation: switches1.1.saturating_sub(switches0.1) as f64 / measured as f64,
-        documents: received.documents.load(Ordering::Relaxed) - docs0,
-        done: received.done.load(Ordering::Relaxed) - done0,
-        other: received.other.load(Ordering::Relaxed) - other0,
-    })
 }
 
 /// Sends a signal with kill(1).
@@ -340,61 +419,119 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Half-width of a 95% confidence interval of the mean (normal approximation).
+fn ci95(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let m = mean(values);
+    let variance = values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    1.96 * (variance / n).sqrt()
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let measured = setting("FUNCTION_CPU_INVOCATIONS", 30_000).max(1);
     let warmup = setting("FUNCTION_CPU_WARMUP", 2_000);
-    let runs = setting("FUNCTION_CPU_RUNS", 5).max(1);
+    let block = setting("FUNCTION_CPU_BLOCK", 250).clamp(1, measured);
     let modes_setting = std::env::var("FUNCTION_CPU_MODES").unwrap_or_else(|_| "untraced,traced".to_owned());
     let modes: Vec<&str> = modes_setting.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (extension_addr, received) = start_extension_stand_in(stop.clone())?;
     let daemon = UdpSocket::bind("127.0.0.1:0")?;
     let daemon_addr = daemon.local_addr()?;
-    let marker = std::env::temp_dir().join(format!("lambda-xray-bench-marker-{}", std::process::id()));
-    std::fs::write(&marker, extension_addr.to_string())?;
-
+    let pinned = pinned_cpus();
+    let mut functions = Vec::new();
+    for (i, mode) in modes.iter().enumerate() {
+        functions.push(Function::start(mode, i, daemon_addr, stop.clone()).await?);
+    }
+    if let Some((own, function_cpu)) = &pinned {
+        // After the stand-ins' threads exist: all of them move.
+        let status = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", own, &std::process::id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("taskset failed (FUNCTION_CPU_PIN=none runs unpinned)".into());
+        }
+        println!("function_cpu: functions pinned to CPU {function_cpu}, the stand-ins to CPUs {own}");
+    }
     println!(
-        "function_cpu: {measured} invocations per run after {warmup} warm-up, {runs} run(s) per mode, CPU of the function process (utime+stime, {} ticks/s)",
-        clock_ticks_per_second()
+        "function_cpu: {} ({}), {measured} measured invocations each after {warmup} warm-up, in blocks of {block} taken in turn; on-CPU time of each function process",
+        modes.len(),
+        modes.join(", "),
     );
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-    for run in 0..runs {
-        for (i, mode) in modes.iter().enumerate() {
-            let r = run_once(mode, &marker, daemon_addr, &received, warmup, measured).await?;
-            println!(
-                "  run {} {mode:>8}: {:7.2} µs CPU/invocation, {:7.2} µs wall, {:.2}+{:.2} context switches (voluntary+involuntary) per invocation; {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
-                run + 1,
-                r.cpu_us_per_invocation,
-                r.wall_us_per_invocation,
-                r.voluntary_per_invocation,
-                r.involuntary_per_invocation,
-                r.documents as f64 / measured as f64,
-                r.done as f64 / measured as f64,
-                r.other as f64 / measured as f64,
-            );
-            cpu[i].push(r.cpu_us_per_invocation);
+
+    // All functions run side by side; blocks alternate between them (in a
+    // rotating order), so the machine's drift hits every mode alike.
+    for f in &mut functions {
+        f.invoke(warmup).await?;
+    }
+    // Let the warm-up's datagrams arrive before counting from zero.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for f in &mut functions {
+        f.perf = start_perf(f.pid, &f.mode)?;
+        f.cpu_ns = cpu_ns(f.pid)?;
+        f.switches = context_switches(f.pid);
+        f.ticks = cpu_seconds(f.pid)?;
+        f.counts = f.counts();
+    }
+    let wall0 = Instant::now();
+    let rounds = measured.div_ceil(block);
+    for round in 0..rounds {
+        let count = block.min(measured - round * block);
+        let n = functions.len();
+        for k in 0..n {
+            let f = &mut functions[(k + round as usize) % n];
+            let now = f.invoke(count).await?;
+            f.blocks.push(now.saturating_sub(f.cpu_ns) as f64 / 1e3 / count as f64);
+            f.measured_ns += now.saturating_sub(f.cpu_ns);
+            f.measured += count;
+            f.cpu_ns = now;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = std::fs::remove_file(&marker);
-
-    println!("CPU per invocation, median (min) over the runs:");
-    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    for (mode, v) in modes.iter().zip(&cpu) {
-        println!("  {mode:>8}: {:7.2} µs ({:.2})", median(&mut v.clone()), min(v));
+    let wall = wall0.elapsed();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut results = Vec::new();
+    for f in functions {
+        let switches = context_switches(f.pid);
+        let ticks = cpu_seconds(f.pid)? - f.ticks;
+        let counts = f.counts();
+        let m = f.measured as f64;
+        println!(
+            "  {:>8}: {:7.2} µs on CPU per invocation ({:.2} µs by utime+stime), {:.2}+{:.2} context switches (voluntary+involuntary), {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
+            f.mode,
+            f.measured_ns as f64 / 1e3 / m,
+            ticks * 1e6 / m,
+            switches.0.saturating_sub(f.switches.0) as f64 / m,
+            switches.1.saturating_sub(f.switches.1) as f64 / m,
+            (counts.0 - f.counts.0) as f64 / m,
+            (counts.1 - f.counts.1) as f64 / m,
+            (counts.2 - f.counts.2) as f64 / m,
+        );
+        results.push(f.stop().await?);
     }
-    if let Some(u) = modes.iter().position(|m| *m == "untraced") {
-        for (t, mode) in modes.iter().enumerate().filter(|(_, m)| m.starts_with("traced")) {
-            // Runs of the two modes alternate: pair them in order.
-            let mut diffs: Vec<f64> = cpu[u].iter().zip(&cpu[t]).map(|(u, t)| t - u).collect();
-            let of_medians = median(&mut cpu[t].clone()) - median(&mut cpu[u].clone());
+    stop.store(true, Ordering::Relaxed);
+    println!("  ({:.1} s wall for the measured blocks)", wall.as_secs_f64());
+
+    if let Some(u) = results.iter().position(|f| f.mode == "untraced") {
+        for t in results.iter().filter(|f| f.mode != "untraced") {
+            // Pair each block with the untraced block of the same round.
+            let diffs: Vec<f64> = results[u].blocks.iter().zip(&t.blocks).map(|(u, t)| t - u).collect();
+            let total = t.measured_ns as f64 / t.measured as f64 / 1e3 - results[u].measured_ns as f64 / results[u].measured as f64 / 1e3;
             println!(
-                "  {mode} - untraced: {of_medians:7.2} µs (difference of the medians), {:7.2} µs (median of the per-run differences), {:7.2} µs (difference of the minimums)",
-                median(&mut diffs),
-                min(&cpu[t]) - min(&cpu[u]),
+                "  {} - untraced: {total:6.2} µs per invocation (totals); per block pair: mean {:6.2} ± {:.2} µs (95% CI), median {:6.2} µs, over {} pairs",
+                t.mode,
+                mean(&diffs),
+                ci95(&diffs),
+                median(&mut diffs.clone()),
+                diffs.len(),
             );
         }
     }

@@ -86,11 +86,65 @@ pub struct TraceHeader {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    valid_key_bytes(k.as_bytes())
 }
 
 fn valid_value(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+    valid_value_bytes(v.as_bytes())
+}
+
+/// Byte classes, one table lookup per byte: a header is checked on every invocation.
+const ALLOWED: u8 = 1; // printable ASCII, space or tab: what a header may hold
+const VALUE: u8 = 2; // printable ASCII but `;`
+const KEY: u8 = 4; // letters, digits, `-`, `_`
+const CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut class = 0;
+        if b.is_ascii_graphic() || b == b' ' || b == b'\t' {
+            class |= ALLOWED;
+        }
+        if b.is_ascii_graphic() && b != b';' {
+            class |= VALUE;
+        }
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            class |= KEY;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
+};
+
+fn all_in(bytes: &[u8], class: u8) -> bool {
+    bytes.iter().all(|&b| CLASS[b as usize] & class != 0)
+}
+
+fn valid_key_bytes(k: &[u8]) -> bool {
+    !k.is_empty() && all_in(k, KEY)
+}
+
+fn valid_value_bytes(v: &[u8]) -> bool {
+    !v.is_empty() && all_in(v, VALUE)
+}
+
+/// `s` without leading and trailing spaces and tabs (the only whitespace a
+/// header that passed the ASCII check can hold).
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// ASCII bytes as text (a header that passed the ASCII check is all ASCII).
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
 }
 
 impl TraceHeader {
@@ -100,11 +154,15 @@ impl TraceHeader {
     }
 
     /// Parses a header value. See the module docs for what is rejected.
+    ///
+    /// One pass over the bytes, no allocation unless there are extra keys:
+    /// this runs on every invocation.
     pub fn parse(s: &str) -> Result<Self, HeaderError> {
-        if s.len() > MAX_HEADER_LEN {
+        let bytes = s.as_bytes();
+        if bytes.len() > MAX_HEADER_LEN {
             return Err(HeaderError::TooLong);
         }
-        if !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t') {
+        if !all_in(bytes, ALLOWED) {
             return Err(HeaderError::NotAscii);
         }
         let mut root = None;
@@ -112,43 +170,44 @@ impl TraceHeader {
         let mut sampled = None;
         let mut extra: Vec<(Box<str>, Box<str>)> = Vec::new();
         let mut any = false;
-        for part in s.split(';') {
-            let part = part.trim();
+        for part in bytes.split(|&b| b == b';') {
+            let part = trim(part);
             if part.is_empty() {
                 continue;
             }
             any = true;
-            let (k, v) = part.split_once('=').ok_or(HeaderError::MalformedPart)?;
-            let (k, v) = (k.trim(), v.trim());
-            if !valid_key(k) || !valid_value(v) {
+            let eq = part.iter().position(|&b| b == b'=').ok_or(HeaderError::MalformedPart)?;
+            let (k, v) = (trim(&part[..eq]), trim(&part[eq + 1..]));
+            if !valid_key_bytes(k) || !valid_value_bytes(v) {
                 return Err(HeaderError::MalformedPart);
             }
-            let dup = || HeaderError::DuplicateKey(k.to_string());
+            let dup = || HeaderError::DuplicateKey(text(k).to_owned());
             match k {
-                "Root" => {
+                b"Root" => {
                     if root.is_some() {
                         return Err(dup());
                     }
-                    root = Some(v.parse::<TraceId>().map_err(|_| HeaderError::InvalidRoot)?);
+                    root = Some(TraceId::from_bytes(v).map_err(|_| HeaderError::InvalidRoot)?);
                 }
-                "Parent" => {
+                b"Parent" => {
                     if parent.is_some() {
                         return Err(dup());
                     }
-                    parent = Some(v.parse::<EntityId>().map_err(|_| HeaderError::InvalidParent)?);
+                    parent = Some(EntityId::from_hex(v).map_err(|_| HeaderError::InvalidParent)?);
                 }
-                "Sampled" => {
+                b"Sampled" => {
                     if sampled.is_some() {
                         return Err(dup());
                     }
                     sampled = Some(match v {
-                        "1" => SamplingDecision::Sampled,
-                        "0" => SamplingDecision::NotSampled,
-                        "?" => SamplingDecision::Requested,
+                        b"1" => SamplingDecision::Sampled,
+                        b"0" => SamplingDecision::NotSampled,
+                        b"?" => SamplingDecision::Requested,
                         _ => return Err(HeaderError::InvalidSampled),
                     });
                 }
                 _ => {
+                    let (k, v) = (text(k), text(v));
                     if extra.iter().any(|(ek, _)| &**ek == k) {
                         return Err(dup());
                     }
@@ -202,7 +261,7 @@ impl TraceHeader {
     /// A copy with another `Parent` and sampling decision, extras kept: the
     /// header to send downstream from the entity `parent`.
     pub fn with_parent(&self, parent: EntityId, sampled: SamplingDecision) -> Self {
-        TraceHeader { root: self.root.clone(), parent: Some(parent), sampled, extra: self.extra.clone() }
+        TraceHeader { root: self.root, parent: Some(parent), sampled, extra: self.extra.clone() }
     }
 }
 

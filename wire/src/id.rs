@@ -90,13 +90,50 @@ impl fmt::Display for InvalidId {
 
 impl std::error::Error for InvalidId {}
 
+/// The value of each hex digit (either case); 0xff for other bytes. A table:
+/// ids are parsed on every invocation.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
+    }
+    table
+};
+
+/// The value of one hex digit (either case), or `None`.
+fn hex_value(b: u8) -> Option<u8> {
+    match HEX_VALUES[b as usize] {
+        0xff => None,
+        v => Some(v),
+    }
+}
+
+impl EntityId {
+    /// Parses exactly 16 hex digits (one pass, no allocation).
+    pub(crate) fn from_hex(b: &[u8]) -> Result<Self, InvalidId> {
+        if b.len() != 16 {
+            return Err(InvalidId);
+        }
+        let mut v = 0u64;
+        for &c in b {
+            v = (v << 4) | u64::from(hex_value(c).ok_or(InvalidId)?);
+        }
+        Ok(EntityId(v))
+    }
+}
+
 impl FromStr for EntityId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(InvalidId);
-        }
-        u64::from_str_radix(s, 16).map(EntityId).map_err(|_| InvalidId)
+        EntityId::from_hex(s.as_bytes())
     }
 }
 
@@ -115,9 +152,14 @@ impl<'de> Deserialize<'de> for EntityId {
     }
 }
 
+/// Length of a trace id's text.
+const TRACE_ID_LEN: usize = 35;
+
 /// An X-Ray trace id: `1-<8 hex digits of epoch seconds>-<24 hex digits of randomness>`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TraceId(Box<str>);
+///
+/// Held inline (35 bytes): making, copying and dropping one never allocates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId([u8; TRACE_ID_LEN]);
 
 impl TraceId {
     /// A new trace id for the current time.
@@ -125,23 +167,33 @@ impl TraceId {
     pub fn new() -> Self {
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let random: u128 = rand::rng().random::<u128>() >> 32;
-        TraceId(format!("1-{:08x}-{:024x}", secs as u32, random).into_boxed_str())
+        let text = format!("1-{:08x}-{:024x}", secs as u32, random);
+        let mut id = [0u8; TRACE_ID_LEN];
+        id.copy_from_slice(text.as_bytes());
+        TraceId(id)
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
+        // Only ever built from validated ASCII, so this cannot fail.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+
+    /// The id's text as bytes (ASCII), without the UTF-8 check of [`TraceId::as_str`].
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// Whether `s` has the exact shape `1-XXXXXXXX-XXXXXXXXXXXXXXXXXXXXXXXX`.
     pub fn is_valid(s: &str) -> bool {
-        let b = s.as_bytes();
-        b.len() == 35
-            && b[0] == b'1'
-            && b[1] == b'-'
-            && b[10] == b'-'
-            && b[2..10].iter().all(u8::is_ascii_hexdigit)
-            && b[11..].iter().all(u8::is_ascii_hexdigit)
+        Self::from_bytes(s.as_bytes()).is_ok()
+    }
+
+    /// Parses the exact shape `1-XXXXXXXX-XXXXXXXXXXXXXXXXXXXXXXXX`.
+    pub(crate) fn from_bytes(b: &[u8]) -> Result<Self, InvalidId> {
+        let id: [u8; TRACE_ID_LEN] = b.try_into().map_err(|_| InvalidId)?;
+        let hex = |r: &[u8]| r.iter().all(|&c| hex_value(c).is_some());
+        if id[0] == b'1' && id[1] == b'-' && id[10] == b'-' && hex(&id[2..10]) && hex(&id[11..]) { Ok(TraceId(id)) } else { Err(InvalidId) }
     }
 }
 
@@ -155,25 +207,25 @@ impl Default for TraceId {
 impl FromStr for TraceId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if Self::is_valid(s) { Ok(TraceId(s.into())) } else { Err(InvalidId) }
+        TraceId::from_bytes(s.as_bytes())
     }
 }
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TraceId({})", self.0)
+        write!(f, "TraceId({})", self.as_str())
     }
 }
 
 impl Serialize for TraceId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -5,6 +5,8 @@
 //! captured as metadata) and opens 10 child subsegments with one annotation
 //! each. Any other value: plain `lambda_runtime::run(service_fn(..))` doing the
 //! same non-tracing work. Payload `{"n": <u64>}`, response `{"sum": <u64>}`.
+//! `BENCH_RUNTIME=current_thread` runs it on tokio's single-threaded runtime
+//! instead of `#[tokio::main]`'s multi-threaded one.
 
 use std::hint::black_box;
 
@@ -45,11 +47,18 @@ async fn traced(event: LambdaEvent<Request>) -> Result<Response, Error> {
     Ok(Response { sum })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    if std::env::var("BENCH_MODE").as_deref() == Ok("traced") {
-        lambda_xray_tracing::run(service_fn(traced)).await
-    } else {
-        lambda_runtime::run(service_fn(untraced)).await
-    }
+fn main() -> Result<(), Error> {
+    // `#[tokio::main]`'s runtime (multi-threaded), or with
+    // `BENCH_RUNTIME=current_thread` the single-threaded one.
+    let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    runtime.block_on(async {
+        if std::env::var("BENCH_MODE").as_deref() == Ok("traced") {
+            lambda_xray_tracing::run(service_fn(traced)).await
+        } else {
+            lambda_runtime::run(service_fn(untraced)).await
+        }
+    })
 }
