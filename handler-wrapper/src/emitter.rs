@@ -130,6 +130,25 @@ pub(crate) fn with_invocation_done<T>(request_id: String, f: impl FnOnce() -> T)
     (out, left)
 }
 
+/// Sends `tree` through `emitter`; a tree that carries an ending
+/// invocation's mark waits for the end of the response instead when the
+/// invocation runs under [`crate::run`] (see `deferred.rs`).
+pub(crate) fn emit_tree_or_defer(emitter: &std::sync::Arc<Emitter>, tree: Finished) {
+    let mark = if emitter.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
+    let Some(mark) = mark else {
+        emitter.emit_tree(tree);
+        return;
+    };
+    if let Some(crate::deferred::Deferred::Tree(_, tree, mark)) =
+        crate::deferred::defer(crate::deferred::Deferred::Tree(emitter.clone(), tree, Some(mark)))
+    {
+        // No stash: now, and the mark goes back if the tree could not carry it.
+        if !emitter.emit_tree_marked(tree, mark.as_deref()) && mark.is_some() {
+            let _ = ENDING.try_with(|c| c.set(mark));
+        }
+    }
+}
+
 /// `line` and its newline, made once.
 fn header_line(cell: &'static OnceLock<Vec<u8>>, line: &str) -> &'static [u8] {
     cell.get_or_init(|| [line.as_bytes(), b"\n"].concat())
@@ -319,20 +338,30 @@ impl Emitter {
     }
 
     /// As [`Self::emit`], for a finished subtree as the invocation keeps it.
+    /// If an invocation is ending on this thread (see [`with_invocation_done`])
+    /// the tree carries its mark.
     pub(crate) fn emit_tree(&self, doc: Finished) {
+        // The end-of-invocation mark rides on this document, if one is due.
+        let mark = if self.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
+        if !self.emit_tree_marked(doc, mark.as_deref()) && mark.is_some() {
+            let _ = ENDING.try_with(|c| c.set(mark));
+        }
+    }
+
+    /// Sends `doc` with `mark` in its last datagram's header when it fits;
+    /// returns whether it did.
+    pub(crate) fn emit_tree_marked(&self, doc: Finished, mark: Option<&str>) -> bool {
         thread_local! {
             // One encoding buffer per thread, kept between documents.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        // The end-of-invocation mark rides on this document, if one is due.
-        let mark = if self.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
         let mut marked = false;
         let mut doc = Some(doc);
         let _ = BUF.try_with(|b| {
             if let Ok(mut buf) = b.try_borrow_mut()
                 && let Some(doc) = doc.take()
             {
-                marked = self.emit_tree_with(doc, &mut buf, mark.as_deref());
+                marked = self.emit_tree_with(doc, &mut buf, mark);
                 // Don't keep a big buffer around after a big document.
                 if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
                     *buf = Vec::new();
@@ -341,11 +370,9 @@ impl Emitter {
         });
         // The thread is exiting, or this is a nested call: a buffer of its own.
         if let Some(doc) = doc {
-            marked = self.emit_tree_with(doc, &mut Vec::with_capacity(1024), mark.as_deref());
+            marked = self.emit_tree_with(doc, &mut Vec::with_capacity(1024), mark);
         }
-        if !marked && mark.is_some() {
-            let _ = ENDING.try_with(|c| c.set(mark));
-        }
+        marked
     }
 
     /// Sends `tree`: as it is when it fits one datagram, else split (see

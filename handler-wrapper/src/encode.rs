@@ -16,33 +16,56 @@ use lambda_xray_wire::EntityId;
 
 /// Appends `doc` to `buf` exactly as `serde_json::to_writer(buf, doc)` would.
 pub(crate) fn write_document(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-    write_fields(doc, buf)?;
-    write_children(doc, &[], buf)
+    write_document_with(doc, buf, &mut Seconds::default())
+}
+
+fn write_document_with(doc: &Document, buf: &mut Vec<u8>, secs: &mut Seconds) -> serde_json::Result<()> {
+    write_fields(doc, buf, secs)?;
+    write_children(doc, &[], buf, secs)
+}
+
+/// The digits of the whole seconds of the last time written: the times of
+/// one document tree nearly all fall in the same second, so most need only
+/// their six fraction digits made.
+struct Seconds {
+    secs: u64,
+    digits: [u8; 10],
+}
+
+impl Default for Seconds {
+    fn default() -> Self {
+        // No time has these seconds: the first one fills the cache.
+        Seconds { secs: u64::MAX, digits: [0; 10] }
+    }
 }
 
 /// Appends `tree` as the one document it stands for: its root with the
 /// root's own `subsegments`, then the finished children, as
 /// `write_document(&tree.into_document())` would, without building it.
 pub(crate) fn write_tree(tree: &Finished, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-    write_fields(&tree.doc, buf)?;
-    write_children(&tree.doc, &tree.children, buf)
+    write_tree_with(tree, buf, &mut Seconds::default())
+}
+
+fn write_tree_with(tree: &Finished, buf: &mut Vec<u8>, secs: &mut Seconds) -> serde_json::Result<()> {
+    write_fields(&tree.doc, buf, secs)?;
+    write_children(&tree.doc, &tree.children, buf, secs)
 }
 
 /// `,"subsegments":[...]` when there are any, and the closing brace.
-fn write_children(doc: &Document, more: &[Finished], buf: &mut Vec<u8>) -> serde_json::Result<()> {
+fn write_children(doc: &Document, more: &[Finished], buf: &mut Vec<u8>, secs: &mut Seconds) -> serde_json::Result<()> {
     if !doc.subsegments.is_empty() || !more.is_empty() {
         buf.extend_from_slice(b",\"subsegments\":[");
         for (i, child) in doc.subsegments.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            write_document(child, buf)?;
+            write_document_with(child, buf, secs)?;
         }
         for (i, child) in more.iter().enumerate() {
             if i > 0 || !doc.subsegments.is_empty() {
                 buf.push(b',');
             }
-            write_tree(child, buf)?;
+            write_tree_with(child, buf, secs)?;
         }
         buf.push(b']');
     }
@@ -51,7 +74,7 @@ fn write_children(doc: &Document, more: &[Finished], buf: &mut Vec<u8>) -> serde
 }
 
 /// Everything of `doc` before its `subsegments`, from the opening brace.
-fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+fn write_fields(doc: &Document, buf: &mut Vec<u8>, secs: &mut Seconds) -> serde_json::Result<()> {
     buf.extend_from_slice(b"{\"name\":");
     write_str(&doc.name, buf)?;
     buf.extend_from_slice(b",\"id\":");
@@ -71,10 +94,10 @@ fn write_fields(doc: &Document, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         write_str(kind, buf)?;
     }
     buf.extend_from_slice(b",\"start_time\":");
-    write_time(doc.start_time, buf)?;
+    write_time(doc.start_time, buf, secs)?;
     if let Some(end_time) = doc.end_time {
         buf.extend_from_slice(b",\"end_time\":");
-        write_time(end_time, buf)?;
+        write_time(end_time, buf, secs)?;
     }
     if doc.in_progress {
         buf.extend_from_slice(b",\"in_progress\":true");
@@ -200,7 +223,7 @@ const DIGIT_PAIRS: [[u8; 2]; 100] = {
 /// no other decimal of at most six places lies within half a spacing of the
 /// double, since the spacing there (at most 2^-21, 4.8e-7) is under half a
 /// microsecond. Anything else goes through `serde_json`.
-fn write_time(t: f64, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+fn write_time(t: f64, buf: &mut Vec<u8>, cache: &mut Seconds) -> serde_json::Result<()> {
     const MICROS: f64 = 1e6;
     if (1e9..4_294_967_296.0).contains(&t) {
         // Below 2^53 µs: the product is within one double of the true micro
@@ -210,15 +233,19 @@ fn write_time(t: f64, buf: &mut Vec<u8>) -> serde_json::Result<()> {
         #[allow(clippy::float_cmp)] // Exactly this double, or not the fast path.
         if micros as f64 / MICROS == t {
             let (secs, frac) = (micros / 1_000_000, (micros % 1_000_000) as u32);
-            let mut out = [0u8; 17];
-            let (hi, lo) = ((secs / 100_000) as u32, (secs % 100_000) as u32);
-            // Ten digits: hi and lo are five each.
-            for (i, part) in [hi, lo].into_iter().enumerate() {
-                let at = i * 5;
-                out[at] = b'0' + (part / 10_000) as u8;
-                out[at + 1..at + 3].copy_from_slice(&DIGIT_PAIRS[(part / 100 % 100) as usize]);
-                out[at + 3..at + 5].copy_from_slice(&DIGIT_PAIRS[(part % 100) as usize]);
+            if secs != cache.secs {
+                let (hi, lo) = ((secs / 100_000) as u32, (secs % 100_000) as u32);
+                // Ten digits: hi and lo are five each.
+                for (i, part) in [hi, lo].into_iter().enumerate() {
+                    let at = i * 5;
+                    cache.digits[at] = b'0' + (part / 10_000) as u8;
+                    cache.digits[at + 1..at + 3].copy_from_slice(&DIGIT_PAIRS[(part / 100 % 100) as usize]);
+                    cache.digits[at + 3..at + 5].copy_from_slice(&DIGIT_PAIRS[(part % 100) as usize]);
+                }
+                cache.secs = secs;
             }
+            let mut out = [0u8; 17];
+            out[..10].copy_from_slice(&cache.digits);
             out[10] = b'.';
             out[11..13].copy_from_slice(&DIGIT_PAIRS[(frac / 10_000) as usize]);
             out[13..15].copy_from_slice(&DIGIT_PAIRS[(frac / 100 % 100) as usize]);
@@ -262,7 +289,7 @@ mod tests {
 
     fn json(t: f64) -> String {
         let mut buf = Vec::new();
-        assert!(write_time(t, &mut buf).is_ok());
+        assert!(write_time(t, &mut buf, &mut Seconds::default()).is_ok());
         String::from_utf8(buf).unwrap_or_default()
     }
 
@@ -280,10 +307,18 @@ mod tests {
             x ^= x << 17;
             micros.push(1_000_000_000_000_000 + x % 3_294_967_296_000_000);
         }
+        // One cache across the values, as in a document tree: nearby times
+        // (the same second, the next one) and far ones, in turn.
+        let mut cache = Seconds::default();
         for m in micros {
-            let t = m as f64 / 1e6;
-            assert_eq!(json(t), serde(t), "{m} µs");
-            assert_eq!(json(t).parse::<f64>().ok(), Some(t));
+            for m in [m, m + 1, m + 999_999, m + 1_000_000, m] {
+                let t = m as f64 / 1e6;
+                assert_eq!(json(t), serde(t), "{m} µs");
+                assert_eq!(json(t).parse::<f64>().ok(), Some(t));
+                let mut buf = Vec::new();
+                assert!(write_time(t, &mut buf, &mut cache).is_ok());
+                assert_eq!(String::from_utf8(buf).unwrap_or_default(), serde(t), "{m} µs, cached seconds");
+            }
         }
         // Anything else: serde_json's own output.
         for t in [

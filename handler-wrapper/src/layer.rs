@@ -328,8 +328,10 @@ struct InvocationDone {
 
 impl Drop for InvocationDone {
     fn drop(&mut self) {
-        if let Some(request_id) = self.request_id.take() {
-            self.emitter.send_invocation_done(&request_id);
+        if let Some(request_id) = self.request_id.take()
+            && let Some(now) = crate::deferred::defer(crate::deferred::Deferred::Done(self.emitter.clone(), request_id))
+        {
+            crate::deferred::send(now);
         }
     }
 }
@@ -461,5 +463,11 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
-    lambda_runtime::run(XRayLayer::new().layer(handler)).await
+    // As `lambda_runtime::run` builds it, plus the layer that sends the
+    // invocation's last datagram after the response (see `deferred.rs`).
+    lambda_runtime::Runtime::new(XRayLayer::new().layer(handler))
+        .layer(lambda_runtime::layers::TracingLayer::new())
+        .layer(crate::deferred::DeferredSendLayer)
+        .run()
+        .await
 }

@@ -50,6 +50,7 @@ mod clock;
 mod config;
 mod context;
 mod deadline;
+mod deferred;
 mod document;
 mod emitter;
 mod encode;
