@@ -4,7 +4,8 @@
 #   and the environment takes no new request meanwhile), with and without the
 #   extension; Lambda-like telemetry buffering (no event sooner than 25 ms);
 # - function_cpu: the function process's CPU per invocation, traced minus
-#   untraced, over 30,000 invocations per run.
+#   untraced, 30,000 invocations per mode, the modes side by side in
+#   alternating blocks on one CPU (see tests/benches/function_cpu.rs).
 # The extension is the one the x86_64 layer ships (static musl build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
