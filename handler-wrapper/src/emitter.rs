@@ -130,25 +130,6 @@ pub(crate) fn with_invocation_done<T>(request_id: String, f: impl FnOnce() -> T)
     (out, left)
 }
 
-/// Sends `tree` through `emitter`; a tree that carries an ending
-/// invocation's mark waits for the end of the response instead when the
-/// invocation runs under [`crate::run`] (see `deferred.rs`).
-pub(crate) fn emit_tree_or_defer(emitter: &std::sync::Arc<Emitter>, tree: Finished) {
-    let mark = if emitter.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
-    let Some(mark) = mark else {
-        emitter.emit_tree(tree);
-        return;
-    };
-    if let Some(crate::deferred::Deferred::Tree(_, tree, mark)) =
-        crate::deferred::defer(crate::deferred::Deferred::Tree(emitter.clone(), tree, Some(mark)))
-    {
-        // No stash: now, and the mark goes back if the tree could not carry it.
-        if !emitter.emit_tree_marked(tree, mark.as_deref()) && mark.is_some() {
-            let _ = ENDING.try_with(|c| c.set(mark));
-        }
-    }
-}
-
 /// `line` and its newline, made once.
 fn header_line(cell: &'static OnceLock<Vec<u8>>, line: &str) -> &'static [u8] {
     cell.get_or_init(|| [line.as_bytes(), b"\n"].concat())
@@ -350,7 +331,7 @@ impl Emitter {
 
     /// Sends `doc` with `mark` in its last datagram's header when it fits;
     /// returns whether it did.
-    pub(crate) fn emit_tree_marked(&self, doc: Finished, mark: Option<&str>) -> bool {
+    fn emit_tree_marked(&self, doc: Finished, mark: Option<&str>) -> bool {
         thread_local! {
             // One encoding buffer per thread, kept between documents.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

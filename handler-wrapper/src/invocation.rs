@@ -280,7 +280,7 @@ impl Invocation {
         }
         // Serialise and send outside the lock.
         for tree in streamed.into_iter().chain(standalone) {
-            crate::emitter::emit_tree_or_defer(&self.emitter, tree);
+            self.emitter.emit_tree(tree);
         }
     }
 

@@ -328,10 +328,8 @@ struct InvocationDone {
 
 impl Drop for InvocationDone {
     fn drop(&mut self) {
-        if let Some(request_id) = self.request_id.take()
-            && let Some(now) = crate::deferred::defer(crate::deferred::Deferred::Done(self.emitter.clone(), request_id))
-        {
-            crate::deferred::send(now);
+        if let Some(request_id) = self.request_id.take() {
+            self.emitter.send_invocation_done(&request_id);
         }
     }
 }
@@ -463,11 +461,5 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
-    // As `lambda_runtime::run` builds it, plus the layer that sends the
-    // invocation's last datagram after the response (see `deferred.rs`).
-    lambda_runtime::Runtime::new(XRayLayer::new().layer(handler))
-        .layer(lambda_runtime::layers::TracingLayer::new())
-        .layer(crate::deferred::DeferredSendLayer)
-        .run()
-        .await
+    lambda_runtime::run(XRayLayer::new().layer(handler)).await
 }

@@ -50,7 +50,6 @@ mod clock;
 mod config;
 mod context;
 mod deadline;
-mod deferred;
 mod document;
 mod emitter;
 mod encode;
