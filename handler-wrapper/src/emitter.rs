@@ -319,30 +319,20 @@ impl Emitter {
     }
 
     /// As [`Self::emit`], for a finished subtree as the invocation keeps it.
-    /// If an invocation is ending on this thread (see [`with_invocation_done`])
-    /// the tree carries its mark.
     pub(crate) fn emit_tree(&self, doc: Finished) {
-        // The end-of-invocation mark rides on this document, if one is due.
-        let mark = if self.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
-        if !self.emit_tree_marked(doc, mark.as_deref()) && mark.is_some() {
-            let _ = ENDING.try_with(|c| c.set(mark));
-        }
-    }
-
-    /// Sends `doc` with `mark` in its last datagram's header when it fits;
-    /// returns whether it did.
-    fn emit_tree_marked(&self, doc: Finished, mark: Option<&str>) -> bool {
         thread_local! {
             // One encoding buffer per thread, kept between documents.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        // The end-of-invocation mark rides on this document, if one is due.
+        let mark = if self.sends_to_extension() { ENDING.try_with(Cell::take).ok().flatten() } else { None };
         let mut marked = false;
         let mut doc = Some(doc);
         let _ = BUF.try_with(|b| {
             if let Ok(mut buf) = b.try_borrow_mut()
                 && let Some(doc) = doc.take()
             {
-                marked = self.emit_tree_with(doc, &mut buf, mark);
+                marked = self.emit_tree_with(doc, &mut buf, mark.as_deref());
                 // Don't keep a big buffer around after a big document.
                 if buf.capacity() > 2 * MAX_DATAGRAM_BYTES {
                     *buf = Vec::new();
@@ -351,9 +341,11 @@ impl Emitter {
         });
         // The thread is exiting, or this is a nested call: a buffer of its own.
         if let Some(doc) = doc {
-            marked = self.emit_tree_with(doc, &mut Vec::with_capacity(1024), mark);
+            marked = self.emit_tree_with(doc, &mut Vec::with_capacity(1024), mark.as_deref());
         }
-        marked
+        if !marked && mark.is_some() {
+            let _ = ENDING.try_with(|c| c.set(mark));
+        }
     }
 
     /// Sends `tree`: as it is when it fits one datagram, else split (see
@@ -372,8 +364,7 @@ impl Emitter {
                 Some(self.send_marked(buf, field))
             } else if field > 0 && buf.len() - field <= self.max_datagram {
                 // Fits without the mark: send it plain, the mark goes on its own.
-                let at = wire_header().len() - 2;
-                buf.drain(at..at + field);
+                Self::remove_mark(buf, field);
                 self.send_datagram(buf);
                 Some(false)
             } else {
@@ -400,6 +391,12 @@ impl Emitter {
         field
     }
 
+    /// Takes the `field`-byte mark [`Self::insert_mark`] added back out.
+    fn remove_mark(buf: &mut Vec<u8>, field: usize) {
+        let at = wire_header().len() - 2;
+        buf.drain(at..at + field);
+    }
+
     /// Sends a datagram whose header carries a `field`-byte mark (none when
     /// 0) to the extension; returns whether the mark went out. If the
     /// extension is not listening the daemon gets it with the plain header.
@@ -413,8 +410,7 @@ impl Emitter {
             && e.kind() == io::ErrorKind::ConnectionRefused
             && let Some(fallback) = &self.fallback
         {
-            let at = wire_header().len() - 2;
-            buf.drain(at..at + field);
+            Self::remove_mark(buf, field);
             self.count(&fallback.send(buf));
             return false;
         }

@@ -97,6 +97,11 @@ mod tests {
         let again = start("second name!", id, 3.0);
         let fresh = Document { name: "second name".into(), id, start_time: 3.0, ..Default::default() };
         assert_eq!(*again, fresh);
+        // A sent parent's list of children comes back empty, its room kept.
+        let children = (0..10).map(|i| Finished { doc: start(&format!("c{i}"), id, 5.0), children: Vec::new() }).collect::<Vec<_>>();
+        recycle(Finished { doc: start("parent", id, 5.0), children });
+        let list = children_list();
+        assert!(list.is_empty() && list.capacity() >= 10, "capacity {}", list.capacity());
         let other = start("third", id, 4.0);
         assert_eq!(other.name, "third");
         assert!(other.annotations.is_empty() && !other.fault && other.namespace.is_none());
