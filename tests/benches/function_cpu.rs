@@ -33,7 +33,8 @@
 //!
 //! Settings (environment): `FUNCTION_CPU_INVOCATIONS` (measured invocations
 //! per mode, default 30000), `FUNCTION_CPU_WARMUP` (default 2000),
-//! `FUNCTION_CPU_BLOCK` (default 250), `FUNCTION_CPU_PIN` (`one`, `split`,
+//! `FUNCTION_CPU_BLOCK` (default 250), `FUNCTION_CPU_CHILDREN` (child
+//! subsegments per traced invocation, default 10), `FUNCTION_CPU_PIN` (`one`, `split`,
 //! `none`), `FUNCTION_CPU_RUNTIME` (`current_thread` runs the function on
 //! tokio's single-threaded runtime; by default `#[tokio::main]`'s
 //! multi-threaded one), `FUNCTION_CPU_MODES` (`untraced,traced`;
@@ -295,6 +296,7 @@ impl Function {
                 if setting("FUNCTION_CPU_NO_EXTENSION", 0) == 1 { std::path::Path::new("/nonexistent") } else { &marker },
             )
             .env("BENCH_MODE", kind)
+            .env("BENCH_CHILDREN", std::env::var("FUNCTION_CPU_CHILDREN").unwrap_or_else(|_| "10".into()))
             .env("BENCH_RUNTIME", std::env::var("FUNCTION_CPU_RUNTIME").unwrap_or_default())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

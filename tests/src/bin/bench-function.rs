@@ -5,6 +5,7 @@
 //! captured as metadata) and opens 10 child subsegments with one annotation
 //! each. Any other value: plain `lambda_runtime::run(service_fn(..))` doing the
 //! same non-tracing work. Payload `{"n": <u64>}`, response `{"sum": <u64>}`.
+//! `BENCH_CHILDREN` sets the number of child subsegments (default 10).
 //! `BENCH_RUNTIME=current_thread` runs it on tokio's single-threaded runtime
 //! instead of `#[tokio::main]`'s multi-threaded one.
 
@@ -38,7 +39,8 @@ async fn untraced(event: LambdaEvent<Request>) -> Result<Response, Error> {
 
 async fn traced(event: LambdaEvent<Request>) -> Result<Response, Error> {
     let mut sum = 0u64;
-    for i in 0..10 {
+    let children: u64 = std::env::var("BENCH_CHILDREN").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    for i in 0..children {
         let sub = lambda_xray_tracing::begin_subsegment("step");
         let _ = sub.put_annotation("index", i);
         sum = sum.wrapping_add(step(event.payload.n, i));
