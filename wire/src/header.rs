@@ -85,14 +85,6 @@ pub struct TraceHeader {
     extra: Vec<(Box<str>, Box<str>)>,
 }
 
-fn valid_key(k: &str) -> bool {
-    valid_key_bytes(k.as_bytes())
-}
-
-fn valid_value(v: &str) -> bool {
-    valid_value_bytes(v.as_bytes())
-}
-
 /// Byte classes, one table lookup per byte: a header is checked on every invocation.
 const ALLOWED: u8 = 1; // printable ASCII, space or tab: what a header may hold
 const VALUE: u8 = 2; // printable ASCII but `;`
@@ -247,7 +239,8 @@ impl TraceHeader {
     /// Adds or replaces an extra key. Invalid keys or values are ignored and
     /// `false` is returned, so a header built here always parses back.
     pub fn set_extra(&mut self, key: &str, value: &str) -> bool {
-        if !valid_key(key) || !valid_value(value) || matches!(key, "Root" | "Parent" | "Sampled" | "Self") {
+        if !valid_key_bytes(key.as_bytes()) || !valid_value_bytes(value.as_bytes()) || matches!(key, "Root" | "Parent" | "Sampled" | "Self")
+        {
             return false;
         }
         if let Some(slot) = self.extra.iter_mut().find(|(k, _)| &**k == key) {
