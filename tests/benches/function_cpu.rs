@@ -79,6 +79,10 @@ struct RuntimeApi {
     /// `next` requests received.
     nexts: watch::Sender<u64>,
     errors: AtomicU64,
+    /// TCP connections accepted: `lambda_runtime`'s client keeps one idle
+    /// connection, and opens another when none is idle at the time of a
+    /// request (a race with the task that returns the last one to its pool).
+    connections: AtomicU64,
 }
 
 impl RuntimeApi {
@@ -149,10 +153,12 @@ async fn start_runtime_api() -> Result<(SocketAddr, Arc<RuntimeApi>), Error> {
         responses: watch::channel(0).0,
         nexts: watch::channel(0).0,
         errors: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
     });
     let served = api.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            served.connections.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let api = served.clone();
             tokio::spawn(async move {
@@ -186,12 +192,20 @@ fn start_extension_stand_in(stop: Arc<AtomicBool>) -> Result<(SocketAddr, Arc<Re
         while !stop.load(Ordering::Relaxed) {
             let Ok(n) = socket.recv(&mut buf) else { continue };
             let datagram = &buf[..n];
-            if datagram.starts_with(b"{\"format\":\"json\",\"version\":1}\n") {
+            // A document's header may carry the end of the invocation
+            // (`"invocation_done"`); a control message is one line.
+            let (header, body) = match datagram.iter().position(|&b| b == b'\n') {
+                Some(i) => (&datagram[..i], &datagram[i + 1..]),
+                None => (datagram, &[][..]),
+            };
+            let marks_done = header.windows(17).any(|w| w == b"\"invocation_done\"");
+            if header.starts_with(b"{\"format\":\"json\",\"version\":1") && !body.is_empty() {
                 counts.documents.fetch_add(1, Ordering::Relaxed);
-            } else if datagram.windows(17).any(|w| w == b"\"invocation_done\"") {
-                counts.done.fetch_add(1, Ordering::Relaxed);
-            } else {
+            } else if !marks_done {
                 counts.other.fetch_add(1, Ordering::Relaxed);
+            }
+            if marks_done {
+                counts.done.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
@@ -257,7 +271,7 @@ struct Function {
     measured: u64,
     switches: (u64, u64),
     ticks: f64,
-    counts: (u64, u64, u64),
+    counts: (u64, u64, u64, u64),
     marker: std::path::PathBuf,
 }
 
@@ -317,7 +331,7 @@ impl Function {
             measured: 0,
             switches: (0, 0),
             ticks: 0.0,
-            counts: (0, 0, 0),
+            counts: (0, 0, 0, 0),
             marker,
         })
     }
@@ -339,11 +353,13 @@ impl Function {
         cpu_ns(self.pid)
     }
 
-    fn counts(&self) -> (u64, u64, u64) {
+    /// Documents, end-of-invocation marks, other datagrams, Runtime API connections.
+    fn counts(&self) -> (u64, u64, u64, u64) {
         (
             self.received.documents.load(Ordering::Relaxed),
             self.received.done.load(Ordering::Relaxed),
             self.received.other.load(Ordering::Relaxed),
+            self.api.connections.load(Ordering::Relaxed),
         )
     }
 
@@ -507,7 +523,7 @@ async fn main() -> Result<(), Error> {
         let counts = f.counts();
         let m = f.measured as f64;
         println!(
-            "  {:>8}: {:7.2} µs on CPU per invocation ({:.2} µs by utime+stime), {:.2}+{:.2} context switches (voluntary+involuntary), {:.2} documents, {:.2} done messages, {:.2} other datagrams per invocation",
+            "  {:>8}: {:7.2} µs on CPU per invocation ({:.2} µs by utime+stime), {:.2}+{:.2} context switches (voluntary+involuntary), {:.2} documents, {:.2} end marks, {:.2} other datagrams, {:.2} new Runtime API connections per invocation",
             f.mode,
             f.measured_ns as f64 / 1e3 / m,
             ticks * 1e6 / m,
@@ -516,6 +532,7 @@ async fn main() -> Result<(), Error> {
             (counts.0 - f.counts.0) as f64 / m,
             (counts.1 - f.counts.1) as f64 / m,
             (counts.2 - f.counts.2) as f64 / m,
+            (counts.3 - f.counts.3) as f64 / m,
         );
         results.push(f.stop().await?);
     }
