@@ -13,6 +13,10 @@ use serde::Serialize;
 pub struct Counters {
     /// Valid documents taken in.
     pub received: AtomicU64,
+    /// Of `received`, those that came over the Unix socket (the library's
+    /// path; UDP is for other senders, and for bursts the Unix queue could
+    /// not hold).
+    pub received_unix: AtomicU64,
     /// Documents sent to the daemon.
     pub forwarded: AtomicU64,
     /// Valid documents lost to the buffer bound (see the drop policy).
@@ -40,6 +44,8 @@ pub struct Counters {
 pub struct Snapshot {
     /// See [`Counters::received`].
     pub received: u64,
+    /// See [`Counters::received_unix`].
+    pub received_unix: u64,
     /// See [`Counters::forwarded`].
     pub forwarded: u64,
     /// See [`Counters::dropped`].
@@ -79,6 +85,7 @@ impl Counters {
     pub fn snapshot(&self, buffered: Option<u64>) -> Snapshot {
         Snapshot {
             received: self.received.load(Relaxed),
+            received_unix: self.received_unix.load(Relaxed),
             forwarded: self.forwarded.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             malformed: self.malformed.load(Relaxed),

@@ -75,7 +75,9 @@ async fn run(config: Config, started: std::time::Instant) -> Result<(), Error> {
     };
     let listen = socket.local_addr()?;
     let forwarder = ForwarderHandle::spawn(&config, counters.clone());
-    let intake = intake::spawn(socket, forwarder.clone(), counters.clone(), config.max_datagram)?;
+    // Before the marker: a function that reads it finds the Unix socket too.
+    let unix = intake::bind_unix(listen);
+    let intake = intake::spawn(socket, unix, forwarder.clone(), counters.clone(), config.max_datagram)?;
 
     if let Err(e) = marker::write(&config.marker, listen) {
         log!(Warn, "cannot write the marker {}: {e}; the function will send to the daemon directly", config.marker.display());

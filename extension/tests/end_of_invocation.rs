@@ -88,6 +88,33 @@ async fn done_message_ends_the_wait_with_everything_forwarded() {
     assert_eq!(counters["dropped"], 0);
 }
 
+/// Documents over UDP and the end over the Unix socket (the library's path
+/// once the Unix queue was full): the extension reads what UDP holds before
+/// it acts on the end, so nothing is left behind at the freeze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_over_the_unix_socket_waits_for_the_documents_over_udp() {
+    let platform = Platform::start(Options {
+        clock: true,
+        telemetry: telemetry(DeliveryPolicy::Delay(Duration::from_secs(10)), &["platform.runtimeDone"]),
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for round in 1..=3u64 {
+        let started = Instant::now();
+        let (request_id, response) =
+            platform.invoke(json!({"docs": 200, "pad": 100, "done": true, "done_over_unix": true, "echo": round})).await;
+        assert_eq!(response, json!({"sent": 200, "echo": round}));
+        platform.wait_frozen().await;
+        assert!(started.elapsed() < Duration::from_secs(5), "round {round} waited for the late runtimeDone: {:?}", started.elapsed());
+        ids.push(request_id);
+        expect_all(&platform.daemon, &ids, 200).await;
+    }
+    let counters = platform.shutdown().await.unwrap();
+    assert_eq!(counters["received"], 600);
+    assert_eq!(counters["dropped"], 0);
+}
+
 /// No Telemetry API delivery at all and a function that never says it is
 /// done: the first invocation waits at most the extension's patience, later
 /// ones not at all, and no document is lost (what arrives after `next` goes

@@ -1,4 +1,5 @@
-//! Sending documents to the X-Ray daemon (or the extension) over UDP.
+//! Sending documents to the X-Ray daemon over UDP, or to the extension
+//! (over its Unix socket when it has one).
 //!
 //! One datagram = `{"format":"json","version":1}` + `\n` + one JSON document.
 //! Documents that would not fit in one datagram are split (children sent as
@@ -58,6 +59,85 @@ impl Transport for UdpTransport {
         self.socket.send(datagram).map(|_| ())
     }
 }
+
+/// The extension's intake: its abstract Unix datagram socket
+/// ([`lambda_xray_wire::unix_intake_name`]) when it has one, its UDP socket
+/// otherwise. On this VM a 1.7 KB datagram costs the sender about 4.6 µs
+/// of CPU over Unix against 9.3 µs over UDP's loopback (no reader woken).
+///
+/// The kernel queues only a few datagrams per Unix socket
+/// (`net.unix.max_dgram_qlen`, often 10) and counts them against the
+/// sender's buffer: when the queue is full, this sends over UDP instead,
+/// and keeps to UDP until a datagram that ends an invocation has gone out
+/// that way, so that the end never overtakes the documents before it (the
+/// extension reads the other socket before acting on an end).
+#[derive(Debug)]
+struct ExtensionIntake {
+    unix: Option<std::os::unix::net::UnixDatagram>,
+    udp: UdpTransport,
+    /// Set when the Unix queue was full: UDP until the next end.
+    over_udp: AtomicBool,
+}
+
+impl ExtensionIntake {
+    fn connect(target: SocketAddr) -> io::Result<Self> {
+        let udp = UdpTransport::connect(target)?;
+        Ok(ExtensionIntake { unix: connect_unix(target), udp, over_udp: AtomicBool::new(false) })
+    }
+}
+
+/// A non-blocking socket connected to the Unix intake beside the extension's
+/// UDP `target`, or `None` when nobody listens there (an older extension).
+fn connect_unix(target: SocketAddr) -> Option<std::os::unix::net::UnixDatagram> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        let name = lambda_xray_wire::unix_intake_name(target);
+        let socket = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+        socket.connect_addr(&addr).ok()?;
+        socket.set_nonblocking(true).ok()?;
+        Some(socket)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = target;
+        None
+    }
+}
+
+/// Whether `datagram` ends an invocation (or is a control message, which
+/// the extension reads in order with the ends).
+fn ends_invocation(datagram: &[u8]) -> bool {
+    const MARKED: &[u8] = b"{\"format\":\"json\",\"version\":1,\"invocation_done\"";
+    datagram.starts_with(MARKED) || datagram.starts_with(control_header())
+}
+
+impl Transport for ExtensionIntake {
+    fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        if let Some(unix) = &self.unix
+            && !self.over_udp.load(Ordering::Relaxed)
+        {
+            match unix.send(datagram) {
+                Ok(_) => return Ok(()),
+                // Queue or buffer full, or bigger than the buffer: UDP takes it.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) || e.raw_os_error() == Some(EMSGSIZE) => {
+                    self.over_udp.store(true, Ordering::Relaxed);
+                }
+                // Refused: the extension is gone (the emitter falls back to the daemon).
+                Err(e) => return Err(e),
+            }
+        }
+        let sent = self.udp.send(datagram);
+        if ends_invocation(datagram) {
+            self.over_udp.store(false, Ordering::Relaxed);
+        }
+        sent
+    }
+}
+
+/// Linux's `EMSGSIZE`.
+const EMSGSIZE: i32 = 90;
 
 /// Parses `AWS_XRAY_DAEMON_ADDRESS`: `host:port`, or `tcp:host:port udp:host:port`
 /// in either order. Returns the UDP address.
@@ -212,9 +292,10 @@ impl Emitter {
             }
         });
         let daemon_transport = UdpTransport::connect(daemon);
-        match (extension.map(UdpTransport::connect), daemon_transport) {
+        match (extension.map(ExtensionIntake::connect), daemon_transport) {
             (Some(Ok(ext)), daemon) => {
-                let target = ext.target();
+                let target = ext.udp.target();
+                let over = if ext.unix.is_some() { "its Unix socket" } else { "UDP" };
                 let mut emitter = Emitter::for_extension(ext);
                 if let Ok(d) = daemon {
                     emitter = emitter.with_fallback(d);
@@ -222,7 +303,7 @@ impl Emitter {
                 if let Some(addr) = config.daemon_address.as_deref() {
                     emitter.send_control(addr);
                 }
-                tracing::debug!(target: "lambda_xray", "sending trace documents to the extension at {target}");
+                tracing::debug!(target: "lambda_xray", "sending trace documents to the extension at {target}, over {over}");
                 emitter
             }
             (_, Ok(d)) => Emitter::new(d),
@@ -738,6 +819,91 @@ pub(crate) mod tests {
         // The first send may vanish (the refusal is reported on the next one);
         // after that everything reaches the fallback.
         assert!(received >= 3, "received {received}");
+        Ok(())
+    }
+
+    /// An extension stand-in: its UDP socket and the Unix one beside it.
+    #[cfg(target_os = "linux")]
+    fn extension_sockets() -> io::Result<(UdpSocket, std::os::unix::net::UnixDatagram)> {
+        use std::os::linux::net::SocketAddrExt;
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        let name = lambda_xray_wire::unix_intake_name(udp.local_addr()?);
+        let unix = std::os::unix::net::UnixDatagram::bind_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?)?;
+        udp.set_nonblocking(true)?;
+        unix.set_nonblocking(true)?;
+        Ok((udp, unix))
+    }
+
+    /// Reads every datagram waiting on a non-blocking socket.
+    fn drain_all(recv: impl Fn(&mut [u8]) -> io::Result<usize>) -> Vec<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        std::iter::from_fn(|| recv(&mut buf).ok().map(|n| buf[..n].to_vec())).collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_extension_gets_datagrams_over_its_unix_socket_and_over_udp_when_that_queue_is_full() -> io::Result<()> {
+        let (udp, unix) = extension_sockets()?;
+        let intake = ExtensionIntake::connect(udp.local_addr()?)?;
+        assert!(intake.unix.is_some(), "the Unix socket beside the UDP one was not found");
+        let emitter = Emitter::for_extension(intake);
+        emitter.emit(doc_with_children(0, 0));
+        assert_eq!(drain_all(|b| unix.recv(b)).len(), 1);
+        assert!(drain_all(|b| udp.recv(b)).is_empty());
+
+        // Nobody reads: the Unix queue fills (`net.unix.max_dgram_qlen`, a
+        // few datagrams), then UDP takes the rest, and the end of the
+        // invocation follows them there, never overtaking them.
+        // (60: within the test's default UDP receive buffer.)
+        for _ in 0..60 {
+            emitter.emit(doc_with_children(0, 0));
+        }
+        emitter.send_invocation_done("req-1");
+        let over_unix = drain_all(|b| unix.recv(b));
+        let over_udp = drain_all(|b| udp.recv(b));
+        assert_eq!(over_unix.len() + over_udp.len(), 61, "{} + {}", over_unix.len(), over_udp.len());
+        assert!(!over_unix.is_empty() && over_unix.len() < 60, "{} over Unix", over_unix.len());
+        assert!(over_udp.last().is_some_and(|d| d.starts_with(control_header())), "the end did not follow the documents over UDP");
+        assert!(over_unix.iter().all(|d| d.starts_with(wire_header())));
+        assert_eq!(emitter.stats().send_errors, 0);
+
+        // After the end, back to the Unix socket.
+        emitter.emit(doc_with_children(0, 0));
+        assert_eq!(drain_all(|b| unix.recv(b)).len(), 1);
+        assert!(drain_all(|b| udp.recv(b)).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn an_extension_without_a_unix_socket_gets_udp() -> io::Result<()> {
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        udp.set_nonblocking(true)?;
+        let intake = ExtensionIntake::connect(udp.local_addr()?)?;
+        assert!(intake.unix.is_none());
+        Emitter::for_extension(intake).emit(doc_with_children(0, 0));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(drain_all(|b| udp.recv(b)).len(), 1);
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_extension_gone_from_its_unix_socket_switches_to_the_daemon() -> io::Result<()> {
+        let (udp, unix) = extension_sockets()?;
+        let daemon = UdpSocket::bind("127.0.0.1:0")?;
+        daemon.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let emitter = Emitter::for_extension(ExtensionIntake::connect(udp.local_addr()?)?)
+            .with_fallback(UdpTransport::connect(daemon.local_addr()?)?);
+        drop((udp, unix));
+        for _ in 0..3 {
+            emitter.emit(doc_with_children(0, 0));
+        }
+        // A Unix socket refuses at once: not even the first datagram is lost.
+        let mut buf = [0u8; 65536];
+        for _ in 0..3 {
+            daemon.recv(&mut buf)?;
+        }
+        assert!(!emitter.sends_to_extension());
         Ok(())
     }
 }

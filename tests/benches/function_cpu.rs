@@ -39,7 +39,9 @@
 //! tokio's single-threaded runtime; by default `#[tokio::main]`'s
 //! multi-threaded one), `FUNCTION_CPU_MODES` (`untraced,traced`;
 //! `traced@<path>` runs another build of the function, e.g. of an older
-//! commit, in the same session), `FUNCTION_CPU_WRAPPER` (a command to run
+//! commit, in the same session; `traced+udp` gives its extension stand-in
+//! no Unix socket, so the library sends over UDP as to an older extension),
+//! `FUNCTION_CPU_INTAKE=udp` (no Unix socket for any mode), `FUNCTION_CPU_WRAPPER` (a command to run
 //! the function under, `%m` replaced by the mode, e.g. `valgrind
 //! --tool=callgrind --callgrind-out-file=/tmp/cg.%m`; the CPU figures are
 //! then the wrapper's), `FUNCTION_CPU_PERF` (a path prefix: `perf record -e
@@ -170,6 +172,30 @@ async fn start_runtime_api() -> Result<(SocketAddr, Arc<RuntimeApi>), Error> {
     Ok((addr, api))
 }
 
+/// Reads datagrams with `recv` until `stop`, counting them into `counts`.
+fn read_datagrams(recv: impl Fn(&mut [u8]) -> std::io::Result<usize>, stop: &AtomicBool, counts: &Received) {
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = recv(&mut buf) else { continue };
+        let datagram = &buf[..n];
+        // A document's header may carry the end of the invocation
+        // (`"invocation_done"`); a control message is one line.
+        let (header, body) = match datagram.iter().position(|&b| b == b'\n') {
+            Some(i) => (&datagram[..i], &datagram[i + 1..]),
+            None => (datagram, &[][..]),
+        };
+        let marks_done = header.windows(17).any(|w| w == b"\"invocation_done\"");
+        if header.starts_with(b"{\"format\":\"json\",\"version\":1") && !body.is_empty() {
+            counts.documents.fetch_add(1, Ordering::Relaxed);
+        } else if !marks_done {
+            counts.other.fetch_add(1, Ordering::Relaxed);
+        }
+        if marks_done {
+            counts.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What the extension stand-in received.
 #[derive(Default)]
 struct Received {
@@ -178,7 +204,7 @@ struct Received {
     other: AtomicU64,
 }
 
-fn start_extension_stand_in(stop: Arc<AtomicBool>) -> Result<(SocketAddr, Arc<Received>), Error> {
+fn start_extension_stand_in(stop: Arc<AtomicBool>, udp_only: bool) -> Result<(SocketAddr, Arc<Received>), Error> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(4 << 20);
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
@@ -187,28 +213,18 @@ fn start_extension_stand_in(stop: Arc<AtomicBool>) -> Result<(SocketAddr, Arc<Re
     let addr = socket.local_addr()?;
     let received = Arc::new(Received::default());
     let counts = received.clone();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok(n) = socket.recv(&mut buf) else { continue };
-            let datagram = &buf[..n];
-            // A document's header may carry the end of the invocation
-            // (`"invocation_done"`); a control message is one line.
-            let (header, body) = match datagram.iter().position(|&b| b == b'\n') {
-                Some(i) => (&datagram[..i], &datagram[i + 1..]),
-                None => (datagram, &[][..]),
-            };
-            let marks_done = header.windows(17).any(|w| w == b"\"invocation_done\"");
-            if header.starts_with(b"{\"format\":\"json\",\"version\":1") && !body.is_empty() {
-                counts.documents.fetch_add(1, Ordering::Relaxed);
-            } else if !marks_done {
-                counts.other.fetch_add(1, Ordering::Relaxed);
-            }
-            if marks_done {
-                counts.done.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    });
+    let udp_stop = stop.clone();
+    std::thread::spawn(move || read_datagrams(|buf| socket.recv(buf), &udp_stop, &counts));
+    // The extension's Unix socket beside it, as the real one has (unless
+    // `udp_only`: then the library sends over UDP, as to an older extension).
+    if !udp_only {
+        use std::os::linux::net::SocketAddrExt;
+        let name = lambda_xray_wire::unix_intake_name(addr);
+        let unix = std::os::unix::net::UnixDatagram::bind_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?)?;
+        unix.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let counts = received.clone();
+        std::thread::spawn(move || read_datagrams(|buf| unix.recv(buf), &stop, &counts));
+    }
     Ok((addr, received))
 }
 
@@ -267,6 +283,8 @@ struct Function {
     cpu_ns: u64,
     /// Per block: on-CPU ns per invocation.
     blocks: Vec<f64>,
+    /// New Runtime API connections per invocation, per block.
+    block_connections: Vec<f64>,
     measured_ns: u64,
     measured: u64,
     switches: (u64, u64),
@@ -277,13 +295,18 @@ struct Function {
 
 impl Function {
     async fn start(mode: &str, index: usize, daemon: SocketAddr, stop: Arc<AtomicBool>) -> Result<Function, Error> {
+        // `traced@/path/to/bench-function`: another build of the function (e.g. of an
+        // older commit), to compare in the same session. `traced+udp`: its
+        // extension stand-in has no Unix socket, so the library sends over UDP.
+        let (kind, binary) = mode.split_once('@').unwrap_or((mode, env!("CARGO_BIN_EXE_bench-function")));
+        let (kind, udp_only) = match kind.strip_suffix("+udp") {
+            Some(kind) => (kind, true),
+            None => (kind, std::env::var("FUNCTION_CPU_INTAKE").as_deref() == Ok("udp")),
+        };
         let (api_addr, api) = start_runtime_api().await?;
-        let (extension_addr, received) = start_extension_stand_in(stop)?;
+        let (extension_addr, received) = start_extension_stand_in(stop, udp_only)?;
         let marker = std::env::temp_dir().join(format!("lambda-xray-bench-marker-{}-{index}", std::process::id()));
         std::fs::write(&marker, extension_addr.to_string())?;
-        // `traced@/path/to/bench-function`: another build of the function (e.g. of an
-        // older commit), to compare in the same session.
-        let (kind, binary) = mode.split_once('@').unwrap_or((mode, env!("CARGO_BIN_EXE_bench-function")));
         let wrapper = std::env::var("FUNCTION_CPU_WRAPPER").unwrap_or_default();
         let wrapper = wrapper.replace("%m", &mode.replace(['/', '@'], "_"));
         let mut words: Vec<String> = match pinned_cpus() {
@@ -327,6 +350,7 @@ impl Function {
             invoked: 0,
             cpu_ns: 0,
             blocks: Vec::new(),
+            block_connections: Vec::new(),
             measured_ns: 0,
             measured: 0,
             switches: (0, 0),
@@ -507,7 +531,9 @@ async fn main() -> Result<(), Error> {
         let n = functions.len();
         for k in 0..n {
             let f = &mut functions[(k + round as usize) % n];
+            let connections = f.api.connections.load(Ordering::Relaxed);
             let now = f.invoke(count).await?;
+            f.block_connections.push((f.api.connections.load(Ordering::Relaxed) - connections) as f64 / count as f64);
             f.blocks.push(now.saturating_sub(f.cpu_ns) as f64 / 1e3 / count as f64);
             f.measured_ns += now.saturating_sub(f.cpu_ns);
             f.measured += count;
@@ -539,8 +565,39 @@ async fn main() -> Result<(), Error> {
     stop.store(true, Ordering::Relaxed);
     println!("  ({:.1} s wall for the measured blocks)", wall.as_secs_f64());
 
+    // `lambda_runtime`'s client opens a new connection (and closes one) when
+    // no idle one is back in its pool at the time of a request: a race whose
+    // odds move with timing, so they differ between modes. Its cost per
+    // connection, from the blocks (one slope shared by all modes, each
+    // with its own mean), to show how much of a difference it explains.
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for f in &results {
+        let (mx, my) = (mean(&f.block_connections), mean(&f.blocks));
+        for (x, y) in f.block_connections.iter().zip(&f.blocks) {
+            sxy += (x - mx) * (y - my);
+            sxx += (x - mx) * (x - mx);
+        }
+    }
+    let per_connection = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    println!("  a new Runtime API connection costs the function {per_connection:.1} µs (slope over the blocks)");
     if let Some(u) = results.iter().position(|f| f.mode == "untraced") {
         for t in results.iter().filter(|f| f.mode != "untraced") {
+            let u_conns = &results[u].block_connections;
+            let adjusted: Vec<f64> = results[u]
+                .blocks
+                .iter()
+                .zip(&t.blocks)
+                .zip(u_conns.iter().zip(&t.block_connections))
+                .map(|((ub, tb), (uc, tc))| tb - ub - per_connection * (tc - uc))
+                .collect();
+            println!(
+                "  {} - untraced, at equal Runtime API connections: mean {:6.2} ± {:.2} µs (95% CI), median {:6.2} µs ({:+.2} connections per invocation)",
+                t.mode,
+                mean(&adjusted),
+                ci95(&adjusted),
+                median(&mut adjusted.clone()),
+                mean(&t.block_connections) - mean(u_conns),
+            );
             // Pair each block with the untraced block of the same round.
             let diffs: Vec<f64> = results[u].blocks.iter().zip(&t.blocks).map(|(u, t)| t - u).collect();
             let total = t.measured_ns as f64 / t.measured as f64 / 1e3 - results[u].measured_ns as f64 / results[u].measured as f64 / 1e3;

@@ -49,6 +49,9 @@ async fn the_function_finds_the_extension_and_its_documents_arrive_before_the_fr
     assert_eq!(counters["dropped"], 0);
     assert_eq!(counters["malformed"], 0);
     assert_eq!(counters["buffered"], 0);
+    // The library found the extension's Unix socket and sent everything there.
+    assert!(counters["received"].as_u64() >= Some(3), "{counters}");
+    assert_eq!(counters["received_unix"], counters["received"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

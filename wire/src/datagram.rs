@@ -17,6 +17,20 @@ pub const DEFAULT_DAEMON_ADDRESS: &str = "127.0.0.1:2000";
 /// The file the extension writes its intake address to (`host:port`), and
 /// functions read to find it, unless `LAMBDA_XRAY_EXTENSION_MARKER` names another.
 pub const DEFAULT_EXTENSION_MARKER: &str = "/tmp/.lambda-xray-extension";
+/// The abstract Unix datagram socket name (Linux; no file behind it) on which
+/// an extension whose UDP intake is `udp` also listens: the same datagrams,
+/// sent for less (no IP stack on the way). A library that finds nobody bound
+/// there (an older extension) sends over UDP, and an older library never
+/// looks, so neither side needs the other's version.
+///
+/// ```
+/// let udp = "127.0.0.1:2001".parse().expect("address");
+/// assert_eq!(lambda_xray_wire::unix_intake_name(udp), "lambda-xray-intake@127.0.0.1:2001");
+/// ```
+pub fn unix_intake_name(udp: std::net::SocketAddr) -> String {
+    format!("lambda-xray-intake@{udp}")
+}
+
 /// `format` of the function's control message header.
 pub const CONTROL_FORMAT: &str = "lambda-xray-control";
 /// The header line of a control datagram.

@@ -9,7 +9,8 @@
 //!   [`MAX_DATAGRAM_BYTES`]), the function's [`ControlMessage`], and
 //!   [`classify`], which tells the three kinds of datagram apart;
 //! - [`daemon_udp_part`]: the UDP address in an `AWS_XRAY_DAEMON_ADDRESS`
-//!   value; [`DEFAULT_EXTENSION_MARKER`]: where the extension says where it listens.
+//!   value; [`DEFAULT_EXTENSION_MARKER`]: where the extension says where it
+//!   listens; [`unix_intake_name`]: its Unix socket beside the UDP one.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -19,7 +20,7 @@ mod id;
 
 pub use datagram::{
     CONTROL_FORMAT, CONTROL_HEADER, ControlMessage, DEFAULT_DAEMON_ADDRESS, DEFAULT_EXTENSION_MARKER, DOCUMENT_HEADER, Datagram,
-    MAX_DATAGRAM_BYTES, MAX_REQUEST_ID, Rejection, classify, daemon_udp_part, frame,
+    MAX_DATAGRAM_BYTES, MAX_REQUEST_ID, Rejection, classify, daemon_udp_part, frame, unix_intake_name,
 };
 pub use header::{HeaderError, MAX_HEADER_LEN, SamplingDecision, TraceHeader};
 pub use id::{EntityId, InvalidId, TraceId};

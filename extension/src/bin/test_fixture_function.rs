@@ -10,7 +10,8 @@
 //! the invocation's documents are all sent; without it, it behaves like a
 //! function that never says so (another language, an older library). With
 //! `flood_ms: n` it goes on sending documents from a thread for `n` ms after
-//! its response.
+//! its response. With `done_over_unix: true` the `done` message goes to the
+//! extension's Unix socket instead, after the documents over UDP.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,6 +30,10 @@ struct Request {
     garbage: u64,
     echo: Value,
     done: bool,
+    /// Sends the `done` message over the extension's Unix socket, after
+    /// the documents over UDP (as the library does once the Unix queue
+    /// was full).
+    done_over_unix: bool,
     flood_ms: u64,
 }
 
@@ -135,7 +140,12 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
     if request.done && sender.to_extension {
         let header = json!({"format": "lambda-xray-control", "version": 1});
         let body = json!({"invocation_done": request_id});
-        sender.socket.send_to(format!("{header}\n{body}").as_bytes(), sender.target)?;
+        let message = format!("{header}\n{body}");
+        if request.done_over_unix {
+            send_over_unix(message.as_bytes(), sender.target)?;
+        } else {
+            sender.socket.send_to(message.as_bytes(), sender.target)?;
+        }
     }
     if request.flood_ms > 0 {
         let socket = sender.socket.try_clone()?;
@@ -152,6 +162,15 @@ async fn handle(sender: &Sender, event: LambdaEvent<Request>) -> Result<Value, E
         });
     }
     Ok(json!({"sent": sent, "echo": request.echo}))
+}
+
+/// Sends `datagram` to the Unix socket of the extension whose UDP intake is `udp`.
+fn send_over_unix(datagram: &[u8], udp: SocketAddr) -> Result<(), Error> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = lambda_xray_wire::unix_intake_name(udp);
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    socket.send_to_addr(datagram, &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    Ok(())
 }
 
 /// One subsegment document in daemon format, into `datagram`.
