@@ -10,8 +10,9 @@
 //! stands in for the Lambda Runtime API (a minimal HTTP/1.1 server on
 //! 127.0.0.1: every `next` gets a sampled `Lambda-Runtime-Trace-Id`) and for
 //! the extension (a UDP socket on 127.0.0.1 named in a marker file given as
-//! `LAMBDA_XRAY_EXTENSION_MARKER`, so the library sends exactly as it does
-//! with the extension), and counts what arrives.
+//! `LAMBDA_XRAY_EXTENSION_MARKER`, and the abstract Unix socket beside it,
+//! so the library sends exactly as it does with the extension), and counts
+//! what arrives.
 //!
 //! All modes run side by side, each function process with its own Runtime
 //! API and extension stand-ins. After the warm-up, the measured invocations
