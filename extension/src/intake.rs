@@ -23,8 +23,13 @@ use crate::wire::{self, Datagram};
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// Datagrams one drain reads at most: a function that keeps sending after
 /// its response cannot keep the drain (and the `next` after it) going. The
-/// rest is read by the intake's ordinary loop.
-const DRAIN_MAX: usize = 1024;
+/// rest is read by the intake's ordinary loop. About what the 4 MiB receive
+/// buffer holds of small documents.
+const DRAIN_MAX: usize = 4096;
+/// Datagrams a drain reads from each socket before it lets the forwarder
+/// take them: the extension runs on one thread, and the queue between the
+/// two is bounded in bytes (`forwarder::QUEUE_BYTES`).
+const DRAIN_CHUNK: usize = 256;
 
 /// Cloneable handle to the intake task.
 #[derive(Clone)]
@@ -154,8 +159,16 @@ impl Intake {
                 biased;
                 Some(reply) = self.requests.recv() => {
                     let mut marks = Vec::new();
-                    self.read_from(Source::Udp, DRAIN_MAX, &mut marks);
-                    self.read_from(Source::Unix, DRAIN_MAX, &mut marks);
+                    let mut read = 0;
+                    while read < DRAIN_MAX {
+                        let (udp, _) = self.read_from(Source::Udp, DRAIN_CHUNK, &mut marks);
+                        let (unix, _) = self.read_from(Source::Unix, DRAIN_CHUNK, &mut marks);
+                        read += udp + unix;
+                        if udp < DRAIN_CHUNK && unix < DRAIN_CHUNK {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
                     self.offer_marks(marks);
                     let _ = reply.send(());
                     continue;
