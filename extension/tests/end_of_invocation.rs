@@ -60,11 +60,11 @@ fn telemetry(policy: DeliveryPolicy, events: &[&'static str]) -> Vec<(&'static s
     all
 }
 
-/// With the function's `invocation_done`, the extension neither waits for the
-/// Telemetry API (here `platform.runtimeDone` comes 10 s late) nor leaves
-/// anything behind: the documents are at the daemon when both processes are frozen.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn done_message_ends_the_wait_with_everything_forwarded() {
+/// Three invocations of `docs` documents each, `request` the rest of their
+/// payload, with `platform.runtimeDone` 10 s late: each ends without waiting
+/// for it, and when both processes are frozen (nothing more can be sent) all
+/// the documents so far are at the daemon.
+async fn ends_without_runtime_done_with_everything_forwarded(docs: u64, request: serde_json::Value) {
     let platform = Platform::start(Options {
         clock: true,
         telemetry: telemetry(DeliveryPolicy::Delay(Duration::from_secs(10)), &["platform.runtimeDone"]),
@@ -74,18 +74,27 @@ async fn done_message_ends_the_wait_with_everything_forwarded() {
     let mut ids = Vec::new();
     for round in 1..=3u64 {
         let started = Instant::now();
-        let (request_id, response) = platform.invoke(json!({"docs": 20, "pad": 300, "done": true, "echo": round})).await;
-        assert_eq!(response, json!({"sent": 20, "echo": round}));
+        let mut payload = request.clone();
+        payload["docs"] = json!(docs);
+        payload["echo"] = json!(round);
+        let (request_id, response) = platform.invoke(payload).await;
+        assert_eq!(response, json!({"sent": docs, "echo": round}));
         platform.wait_frozen().await;
         assert!(started.elapsed() < Duration::from_secs(5), "round {round} waited for the late runtimeDone: {:?}", started.elapsed());
         assert!(post_runtime(&platform, &request_id).await < Duration::from_secs(5));
-        // Frozen: nothing more can be sent, so it must all be there.
         ids.push(request_id);
-        expect_all(&platform.daemon, &ids, 20).await;
+        expect_all(&platform.daemon, &ids, docs).await;
     }
     let counters = platform.shutdown().await.unwrap();
-    assert_eq!(counters["received"], 60);
+    assert_eq!(counters["received"], 3 * docs);
     assert_eq!(counters["dropped"], 0);
+}
+
+/// With the function's `invocation_done`, the extension neither waits for the
+/// Telemetry API nor leaves anything behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_message_ends_the_wait_with_everything_forwarded() {
+    ends_without_runtime_done_with_everything_forwarded(20, json!({"pad": 300, "done": true})).await;
 }
 
 /// Documents over UDP and the end over the Unix socket (the library's path
@@ -93,26 +102,7 @@ async fn done_message_ends_the_wait_with_everything_forwarded() {
 /// it acts on the end, so nothing is left behind at the freeze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_over_the_unix_socket_waits_for_the_documents_over_udp() {
-    let platform = Platform::start(Options {
-        clock: true,
-        telemetry: telemetry(DeliveryPolicy::Delay(Duration::from_secs(10)), &["platform.runtimeDone"]),
-        ..Options::default()
-    })
-    .await;
-    let mut ids = Vec::new();
-    for round in 1..=3u64 {
-        let started = Instant::now();
-        let (request_id, response) =
-            platform.invoke(json!({"docs": 200, "pad": 100, "done": true, "done_over_unix": true, "echo": round})).await;
-        assert_eq!(response, json!({"sent": 200, "echo": round}));
-        platform.wait_frozen().await;
-        assert!(started.elapsed() < Duration::from_secs(5), "round {round} waited for the late runtimeDone: {:?}", started.elapsed());
-        ids.push(request_id);
-        expect_all(&platform.daemon, &ids, 200).await;
-    }
-    let counters = platform.shutdown().await.unwrap();
-    assert_eq!(counters["received"], 600);
-    assert_eq!(counters["dropped"], 0);
+    ends_without_runtime_done_with_everything_forwarded(200, json!({"pad": 100, "done": true, "done_over_unix": true})).await;
 }
 
 /// No Telemetry API delivery at all and a function that never says it is
