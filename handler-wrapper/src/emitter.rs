@@ -109,9 +109,13 @@ fn connect_unix(target: SocketAddr) -> Option<std::os::unix::net::UnixDatagram> 
 /// Whether `datagram` ends an invocation (or is a control message, which
 /// the extension reads in order with the ends).
 fn ends_invocation(datagram: &[u8]) -> bool {
-    const MARKED: &[u8] = b"{\"format\":\"json\",\"version\":1,\"invocation_done\"";
-    datagram.starts_with(MARKED) || datagram.starts_with(control_header())
+    // The header as `Emitter::insert_mark` opens it up: all but its `}\n`.
+    let open = &wire_header()[..wire_header().len() - 2];
+    datagram.strip_prefix(open).is_some_and(|rest| rest.starts_with(MARK_FIELD)) || datagram.starts_with(control_header())
 }
+
+/// The field a marked document's header gets (then the request id).
+const MARK_FIELD: &[u8] = b",\"invocation_done\":";
 
 impl Transport for ExtensionIntake {
     fn send(&self, datagram: &[u8]) -> io::Result<()> {
@@ -465,7 +469,7 @@ impl Emitter {
         // `{"format":"json","version":1` + the field + `}\n`
         let at = wire_header().len() - 2;
         buf.truncate(at);
-        buf.extend_from_slice(b",\"invocation_done\":");
+        buf.extend_from_slice(MARK_FIELD);
         crate::encode::write_json_str(request_id, buf);
         let field = buf.len() - at;
         buf.extend_from_slice(b"}\n");
